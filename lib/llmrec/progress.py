@@ -1,0 +1,100 @@
+"""Progress for long jobs: per-stage row counts, rate and duration, and while Spark
+works, a heartbeat with task progress and ETA read from Spark's status tracker."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+
+log = logging.getLogger("llmrec")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s llmrec %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Stage:
+    """Times one stage and logs its counters; ``rows`` (if set) gives the rate."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.seconds = 0.0
+
+    def count(self, **counts: int) -> None:
+        self.counts.update(counts)
+
+    def summary(self) -> dict:
+        return {"stage": self.name, "seconds": round(self.seconds, 3), **self.counts}
+
+
+@contextlib.contextmanager
+def stage(name: str, spark=None, rate_of: str = "rows_in"):
+    """``with stage("clean.events", spark) as st: ...; st.count(rows_in=n)``."""
+    st = Stage(name)
+    log.info("stage %s: started", name)
+    beat = _Heartbeat(spark, name) if spark is not None else None
+    try:
+        yield st
+    finally:
+        if beat:
+            beat.stop()
+    st.seconds = time.monotonic() - st.started
+    counts = " ".join(f"{k}={v:,}" for k, v in st.counts.items())
+    rate = st.counts.get(rate_of)
+    rate_txt = f" ({rate / st.seconds:,.0f} rows/s)" if rate and st.seconds > 0 else ""
+    log.info("stage %s: done in %s %s%s", name, fmt_duration(st.seconds), counts, rate_txt)
+
+
+class _Heartbeat:
+    """Logs the active Spark stages' task progress and an ETA every ``every`` seconds."""
+
+    def __init__(self, spark, label: str, every: float = 15.0):
+        self.tracker = spark.sparkContext.statusTracker()
+        self.label = label
+        self.every = every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        first_seen: dict[int, tuple[float, int]] = {}
+        while not self.done.wait(self.every):
+            try:
+                for stage_id in self.tracker.getActiveStageIds():
+                    info = self.tracker.getStageInfo(stage_id)
+                    if info is None or info.numTasks == 0:
+                        continue
+                    now = time.monotonic()
+                    t0, done0 = first_seen.setdefault(stage_id, (now, info.numCompletedTasks))
+                    done, total = info.numCompletedTasks, info.numTasks
+                    eta = ""
+                    if done > done0 and now > t0:
+                        eta = " ETA " + fmt_duration((total - done) * (now - t0) / (done - done0))
+                    log.info("stage %s: spark stage %d %s: %d/%d tasks%s", self.label, stage_id,
+                             info.name.split(" at ")[0], done, total, eta)
+            except Exception:  # the heartbeat must never break the job it watches
+                return
+
+    def stop(self) -> None:
+        self.done.set()

@@ -1,0 +1,80 @@
+"""The one SparkSession factory: local, cluster (spark-submit) and Databricks.
+
+local      builds a session with Delta's jars from the project's .jars/ folder (resolved
+           by Maven in bin/setup) and sensible laptop defaults;
+cluster    takes whatever spark-submit configured (master, --packages) and only adds
+           Delta's SQL extension and catalog if they are missing;
+databricks uses the running session and changes nothing: Delta is built in.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from pathlib import Path
+
+from llmrec.conf import Config
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def delta_jars() -> list[str]:
+    """Delta's jars for local mode: $LLMREC_JARS or <project>/.jars."""
+    folder = os.environ.get("LLMREC_JARS") or str(project_root() / ".jars")
+    jars = sorted(glob.glob(os.path.join(folder, "*.jar")))
+    if not any("delta-spark" in os.path.basename(j) for j in jars):
+        raise RuntimeError(
+            f"Delta jars not found in {folder}: run bin/setup (it resolves them with Maven) "
+            "or set LLMREC_JARS")
+    return jars
+
+
+def get_session(cfg: Config):
+    """Returns the SparkSession for the configured mode, creating it if needed."""
+    from pyspark.sql import SparkSession
+
+    mode = cfg.spark.mode
+    if mode == "databricks":
+        active = SparkSession.getActiveSession()
+        if active is None:
+            raise RuntimeError("spark.mode=databricks but no active SparkSession (run on Databricks)")
+        return active
+
+    # Workers must run the same interpreter as the driver (the project venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    settings = {
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        # Deterministic, schema-checked writes; no silent column additions.
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+    if mode == "local":
+        settings.update({
+            "spark.jars": ",".join(delta_jars()),
+            "spark.driver.memory": cfg.spark.driver_memory,
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.adaptive.enabled": "true",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            # Delta reads its log with 50 tasks by default: far too many on a laptop.
+            "spark.databricks.delta.snapshotPartitions": "2",
+        })
+        builder = builder.master(cfg.spark.master or "local[*]")
+    elif cfg.spark.master:
+        builder = builder.master(cfg.spark.master)
+    settings.update(cfg.spark.conf)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,80 @@
+"""Files beside the tables (exports, manifests, reports), on any Hadoop file system.
+
+Local paths are handled directly; anything with a scheme (hdfs://, s3a://, dbfs:/)
+goes through Hadoop's FileSystem of the running Spark session.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from urllib.parse import urlparse
+
+
+def is_local(path: str) -> bool:
+    scheme = urlparse(path).scheme
+    return scheme in ("", "file")
+
+
+def local_path(path: str) -> str:
+    return urlparse(path).path if path.startswith("file:") else path
+
+
+def publish_folder(spark, local_src: str, dest: str) -> None:
+    """Replaces folder `dest` by the contents of `local_src` (written fully, then swapped)."""
+    if is_local(dest):
+        dest = local_path(dest)
+        tmp = dest.rstrip("/") + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(local_src, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        os.replace(tmp, dest)
+        return
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    target = jvm.org.apache.hadoop.fs.Path(dest)
+    fs = target.getFileSystem(conf)
+    tmp = jvm.org.apache.hadoop.fs.Path(dest.rstrip("/") + ".tmp")
+    fs.delete(tmp, True)
+    fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(local_src), tmp)
+    fs.delete(target, True)
+    fs.rename(tmp, target)
+
+
+def write_text(spark, dest: str, text: str) -> None:
+    """Writes (replaces) one small text file, local or remote."""
+    if is_local(dest):
+        dest = local_path(dest)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        with open(dest + ".tmp", "w") as fh:
+            fh.write(text)
+        os.replace(dest + ".tmp", dest)
+        return
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(dest)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    out = fs.create(target, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def read_text(spark, src: str) -> str | None:
+    """The contents of one small text file, or None if it does not exist."""
+    if is_local(src):
+        try:
+            with open(local_path(src)) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(src)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return None
+    stream = fs.open(path)
+    try:
+        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()

@@ -1,0 +1,164 @@
+"""Reading and writing the Delta tables of schemas.py, always as whole transactions.
+
+Writes are one of: overwrite of the partitions a batch owns (replaceWhere), insert of
+keys not yet present (MERGE), or upsert by key (MERGE). Each is a single Delta commit,
+so a failed job leaves the table as it was and a rerun adds no duplicates.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from llmrec.conf import Config, join
+from llmrec.tables.schemas import LEDGER, Table
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def path(cfg: Config, table: Table) -> str:
+    return join(cfg.storage.root, table.layer, table.name)
+
+
+def exists(spark: SparkSession, cfg: Config, table: Table) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path(cfg, table))
+
+
+def read(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
+    if not exists(spark, cfg, table):
+        raise FileNotFoundError(f"table {table.qualified} not found at {path(cfg, table)}: "
+                                "run the stage that writes it first")
+    return spark.read.format("delta").load(path(cfg, table))
+
+
+def version(spark: SparkSession, cfg: Config, table: Table) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["version"]
+
+
+def read_or_empty(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
+    if exists(spark, cfg, table):
+        return read(spark, cfg, table)
+    return spark.createDataFrame([], table.schema)
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """Selects the contract's columns in order, cast to their types; a missing one is an error."""
+    missing = [c for c in table.columns if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{table.qualified}: missing column(s) {', '.join(missing)}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in table.schema.fields])
+
+
+def _writer(df: DataFrame, table: Table):
+    writer = df.write.format("delta")
+    if table.partition_by:
+        writer = writer.partitionBy(*table.partition_by)
+    return writer
+
+
+def overwrite(df: DataFrame, cfg: Config, table: Table) -> None:
+    _writer(conform(df, table), table).mode("overwrite").option("overwriteSchema", "true") \
+        .save(path(cfg, table))
+
+
+def _literal(value) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def partition_predicate(**values: Iterable) -> str:
+    """SQL predicate for replaceWhere, e.g. entity IN ('events') AND dt IN ('2024-01-01')."""
+    parts = []
+    for column, vals in values.items():
+        vals = list(vals)
+        parts.append(f"{column} IN ({', '.join(_literal(v) for v in vals)})" if vals else "false")
+    return " AND ".join(parts)
+
+
+def overwrite_partitions(df: DataFrame, cfg: Config, table: Table, **partitions: Iterable) -> None:
+    """Atomically replaces exactly the given partitions (and nothing else) with df's rows."""
+    writer = _writer(conform(df, table), table)
+    if exists(df.sparkSession, cfg, table):
+        writer = writer.mode("overwrite").option("replaceWhere", partition_predicate(**partitions))
+    else:  # the first write creates the table
+        writer = writer.mode("append")
+    writer.save(path(cfg, table))
+
+
+def _key_condition(table: Table, extra: str = "") -> str:
+    cond = " AND ".join(f"t.{k} = s.{k}" for k in table.key)
+    return f"{cond} AND {extra}" if extra else cond
+
+
+def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
+    """Rows the table's latest commit added (a MERGE's inserts or a plain write's rows)."""
+    from delta.tables import DeltaTable
+
+    metrics = DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
+    return int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)))
+
+
+def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") -> int:
+    """Inserts rows whose key is not in the table yet; existing rows are left untouched.
+    Returns the number of rows inserted.
+
+    ``prune`` is an optional predicate on the target (t.) that limits the files scanned.
+    """
+    from delta.tables import DeltaTable
+
+    if not exists(df.sparkSession, cfg, table):  # the first write creates the table
+        _writer(conform(df, table), table).mode("append").save(path(cfg, table))
+    else:
+        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+        target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
+            .whenNotMatchedInsertAll().execute()
+    return last_commit_inserted(df.sparkSession, cfg, table)
+
+
+def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> None:
+    """Inserts new keys and updates existing ones (only where ``newer`` holds, if given)."""
+    from delta.tables import DeltaTable
+
+    if not exists(df.sparkSession, cfg, table):  # the first write creates the table
+        _writer(conform(df, table), table).mode("append").save(path(cfg, table))
+        return
+    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+    merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
+    merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
+    merge.whenNotMatchedInsertAll().execute()
+
+
+# The ledger: which (stage, entity, dt) batches are done, for incremental runs. It is
+# append-only (a cheap blind append, no MERGE); a day redone appears twice, which is
+# harmless: readers ask whether a day is done, and the newest row has its counts.
+
+def done_dates(spark: SparkSession, cfg: Config, stage: str, entity: str) -> set[dt.date]:
+    if not exists(spark, cfg, LEDGER):
+        return set()
+    rows = read(spark, cfg, LEDGER).where((F.col("stage") == stage) & (F.col("entity") == entity)) \
+        .select("dt").distinct().collect()
+    return {r.dt for r in rows}
+
+
+def record_done(spark: SparkSession, cfg: Config, stage: str, entity: str,
+                per_day: dict[dt.date, tuple[int | None, int | None, int | None]]) -> None:
+    """Marks days done for a stage: {day: (rows_in, rows_out, quarantined)}, one commit."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = [(stage, entity, day, *counts, now) for day, counts in sorted(per_day.items())]
+    if rows:
+        _writer(spark.createDataFrame(rows, LEDGER.schema), LEDGER).mode("append").save(path(cfg, LEDGER))
+
+
+def counts_by_day(df: DataFrame) -> dict[dt.date, int]:
+    return {r["dt"]: r["count"] for r in df.groupBy("dt").count().collect()}

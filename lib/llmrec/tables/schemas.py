@@ -1,0 +1,106 @@
+"""Table contracts: every Delta table's name, schema, partitioning and key.
+
+Bronze keeps what the source said, as strings, so nothing is lost before validation;
+silver is typed and deduplicated; gold is derived. All live under ``storage.root``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import (
+    DateType, DoubleType, IntegerType, LongType, MapType, StringType, StructField,
+    StructType, TimestampType,
+)
+
+
+def _schema(*fields: tuple) -> StructType:
+    return StructType([StructField(name, tp, nullable) for name, tp, nullable in fields])
+
+
+S, D, I, L, T, DT = StringType(), DoubleType(), IntegerType(), LongType(), TimestampType(), DateType()
+
+
+@dataclass(frozen=True)
+class Table:
+    layer: str
+    name: str
+    schema: StructType
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.fieldNames()
+
+
+# Raw rows as the source gave them; `dt` is the batch (ingest) date.
+BRONZE_EVENTS = Table("bronze", "events", _schema(
+    ("event_id", S, True), ("user_id", S, True), ("item_id", S, True),
+    ("event_type", S, True), ("event_time", S, True), ("source", S, False), ("dt", DT, False),
+), partition_by=("dt",))
+
+BRONZE_ITEMS = Table("bronze", "items", _schema(
+    ("item_id", S, True), ("title", S, True), ("description", S, True), ("category", S, True),
+    ("brand", S, True), ("price", S, True), ("attributes", S, True),  # JSON object text
+    ("launch_time", S, True), ("source", S, False), ("dt", DT, False),
+), partition_by=("dt",))
+
+BRONZE_REVIEWS = Table("bronze", "reviews", _schema(
+    ("review_id", S, True), ("user_id", S, True), ("item_id", S, True), ("rating", S, True),
+    ("title", S, True), ("text", S, True), ("review_time", S, True), ("source", S, False),
+    ("dt", DT, False),
+), partition_by=("dt",))
+
+# Rows that failed a check, with the reason and the row as JSON; replaced per
+# (stage, entity, dt) so a rerun leaves the same rows.
+QUARANTINE = Table("quarantine", "rows", _schema(
+    ("entity", S, False), ("stage", S, False), ("reason", S, False), ("record", S, True),
+    ("source", S, True), ("dt", DT, False),
+), partition_by=("stage", "entity", "dt"))
+
+SILVER_EVENTS = Table("silver", "events", _schema(
+    ("event_id", S, False), ("user_id", S, False), ("item_id", S, False),
+    ("event_type", S, False), ("event_ts", T, False), ("source", S, False), ("dt", DT, False),
+), partition_by=("dt",), key=("event_id",))
+
+SILVER_ITEMS = Table("silver", "items", _schema(
+    ("item_id", S, False), ("title", S, False), ("description", S, True),
+    ("category", S, True), ("brand", S, True), ("price", D, True),
+    ("attributes", MapType(S, S), True), ("launch_ts", T, True), ("source", S, False),
+    ("dt", DT, False),
+), key=("item_id",))
+
+SILVER_REVIEWS = Table("silver", "reviews", _schema(
+    ("review_id", S, False), ("user_id", S, False), ("item_id", S, False), ("rating", I, False),
+    ("title", S, True), ("text", S, True), ("review_ts", T, False), ("source", S, False),
+    ("dt", DT, False),
+), partition_by=("dt",), key=("review_id",))
+
+# Stable dense ids: a new id gets max+1..; an old id keeps its index forever.
+USER_INDEX = Table("gold", "user_index", _schema(
+    ("user_id", S, False), ("user_idx", L, False), ("first_seen", T, True),
+), key=("user_id",))
+
+ITEM_INDEX = Table("gold", "item_index", _schema(
+    ("item_id", S, False), ("item_idx", L, False), ("first_seen", T, True),
+), key=("item_id",))
+
+INTERACTIONS = Table("gold", "interactions", _schema(
+    ("user_idx", L, False), ("item_idx", L, False), ("weight", D, False), ("n", L, False),
+    ("first_ts", T, False), ("last_ts", T, False), ("split", S, False),
+), partition_by=("split",), key=("user_idx", "item_idx"))
+
+# A row each time a stage finished an (entity, dt): what incremental runs skip.
+LEDGER = Table("meta", "ledger", _schema(
+    ("stage", S, False), ("entity", S, False), ("dt", DT, False), ("rows_in", L, True),
+    ("rows_out", L, True), ("quarantined", L, True), ("finished_at", T, False),
+), key=("stage", "entity", "dt"))
+
+ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
+       SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, LEDGER)
+BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
+SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}

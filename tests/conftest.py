@@ -1,0 +1,37 @@
+"""Shared fixtures: one real local[2] SparkSession with Delta for the whole test run."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from llmrec import conf as conf_mod  # noqa: E402
+
+
+def make_config(root: Path, *overrides: str) -> conf_mod.Config:
+    """Config for tests: local[2], tables under `root`, a small synthetic shop."""
+    return conf_mod.load(ROOT / "conf" / "local.yaml", [
+        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g",
+        f"storage.root={root}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from llmrec.spark import get_session
+
+    cfg = make_config(tmp_path_factory.mktemp("spark-root"))
+    session = get_session(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """A fresh config whose storage root is a new temporary folder."""
+    return make_config(tmp_path / "root")
