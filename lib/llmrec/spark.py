@@ -58,6 +58,8 @@ def get_session(cfg: Config):
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
     if mode == "local":
+        # Local mode and loopback clusters: never bind to another interface.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         settings.update({
             "spark.jars": ",".join(delta_jars()),
             "spark.driver.memory": cfg.spark.driver_memory,

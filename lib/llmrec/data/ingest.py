@@ -1,0 +1,123 @@
+"""Ingest: raw files -> bronze Delta tables, one date partition at a time.
+
+Each (entity, day) is written by replacing exactly that bronze partition (and that
+day's ingest quarantine), so a rerun yields the same rows and a new day's files are
+appended without rewriting earlier days. Days already ingested (per the ledger) are
+skipped unless asked for again.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from llmrec import tables
+from llmrec.conf import Config, join
+from llmrec.data import raw
+from llmrec.progress import log, stage
+from llmrec.tables.schemas import BRONZE, QUARANTINE
+
+ENTITIES = ("items", "events", "reviews")
+STAGE = "ingest"
+
+
+@dataclass
+class BatchCounts:
+    """What one stage did to one entity over the days of a batch."""
+    entity: str
+    days: list[dt.date]
+    rows_in: int = 0
+    rows_out: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duplicates(self) -> int:
+        return self.rows_in - self.rows_out - self.quarantined
+
+
+def quarantine_frame(bad: DataFrame, entity: str, stage_name: str) -> DataFrame:
+    return bad.select(F.lit(entity).alias("entity"), F.lit(stage_name).alias("stage"),
+                      "reason", "record", "source", "dt")
+
+
+def write_quarantine(bad: DataFrame, cfg: Config, entity: str, stage_name: str,
+                     days: list[dt.date]) -> dict[tuple[dt.date, str], int]:
+    """Replaces the quarantine rows of (stage, entity, days); returns {(day, reason): rows}."""
+    tables.overwrite_partitions(quarantine_frame(bad, entity, stage_name), cfg, QUARANTINE,
+                                stage=[stage_name], entity=[entity], dt=days)
+    rows = tables.read(bad.sparkSession, cfg, QUARANTINE) \
+        .where((F.col("stage") == stage_name) & (F.col("entity") == entity) & F.col("dt").isin(days)) \
+        .groupBy("dt", "reason").count().collect()
+    return {(r["dt"], r["reason"]): r["count"] for r in rows}
+
+
+def by_reason(counts: dict[tuple[dt.date, str], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (_, reason), n in counts.items():
+        out[reason] = out.get(reason, 0) + n
+    return out
+
+
+def by_day(counts: dict[tuple[dt.date, str], int]) -> dict[dt.date, int]:
+    out: dict[dt.date, int] = {}
+    for (day, _), n in counts.items():
+        out[day] = out.get(day, 0) + n
+    return out
+
+
+def pending_days(spark: SparkSession, cfg: Config, entity: str, available: list[dt.date],
+                 days: list[dt.date] | None, stage_name: str) -> list[dt.date]:
+    """Days to process: those asked for, or else those available and not yet done."""
+    if days:
+        missing = sorted(set(days) - set(available))
+        if missing:
+            raise FileNotFoundError(f"{entity}: no input for day(s) {', '.join(map(str, missing))}")
+        return sorted(days)
+    done = tables.done_dates(spark, cfg, stage_name, entity)
+    return [d for d in available if d not in done]
+
+
+def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
+    """Yields (entity, days, bronze rows, malformed rows) for each entity with pending days."""
+    kind = cfg.source.kind
+    if kind == "synthetic":
+        for entity in ENTITIES:
+            available = raw.list_dates(spark, join(cfg.raw_root, entity))
+            todo = pending_days(spark, cfg, entity, available, days, STAGE)
+            if todo:
+                yield (entity, todo, *raw.read_days(spark, cfg.raw_root, entity, todo, kind))
+        return
+    from llmrec.data import adapters
+
+    day = dt.date.fromisoformat(cfg.source.batch_date)
+    frames = None
+    for entity in ENTITIES:
+        if pending_days(spark, cfg, entity, [day], days, STAGE):
+            frames = frames or adapters.read_source(spark, kind, cfg.source.paths, day)
+            yield (entity, [day], *frames[entity])
+
+
+def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:
+    results = []
+    for entity, todo, good, bad in _read_batches(spark, cfg, days):
+        with stage(f"ingest.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
+            table = BRONZE[entity]
+            tables.overwrite_partitions(good, cfg, table, dt=todo)
+            quarantined = write_quarantine(bad, cfg, entity, STAGE, todo)
+            per_day_out = tables.counts_by_day(tables.read(spark, cfg, table).where(F.col("dt").isin(todo)))
+            per_day_bad = by_day(quarantined)
+            counts = BatchCounts(entity, todo, rows_out=sum(per_day_out.values()),
+                                 reasons=by_reason(quarantined), quarantined=sum(per_day_bad.values()))
+            counts.rows_in = counts.rows_out + counts.quarantined
+            tables.record_done(spark, cfg, STAGE, entity, {
+                d: (per_day_out.get(d, 0) + per_day_bad.get(d, 0), per_day_out.get(d, 0),
+                    per_day_bad.get(d, 0)) for d in todo})
+            st.count(rows_in=counts.rows_in, bronze=counts.rows_out, quarantined=counts.quarantined)
+        spark.catalog.clearCache()  # the batch's parsed input (raw.read_days caches it)
+        results.append(counts)
+    if not results:
+        log.info("ingest: nothing new to ingest")
+    return results

@@ -1,0 +1,134 @@
+"""End to end through submit.sh against a real Spark standalone master and worker on
+127.0.0.1 (started here from the pip package, stopped at the end), plus the
+submit.sh failure paths a user meets first."""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from pyspark.sql import functions as F
+
+from conftest import ROOT, make_config
+from llmrec import tables
+from llmrec.tables.schemas import INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER_EVENTS, USER_INDEX
+
+pytestmark = pytest.mark.integration
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+SPARK_CLASS = str(ROOT / ".venv" / "bin" / "spark-class")
+SHOP = ["synthetic.users=200", "synthetic.items=80", "synthetic.days=20", "synthetic.events=5000",
+        "synthetic.bad_row_rate=0.03", "spark.shuffle_partitions=4"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, what, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A standalone master + one worker (2 cores, 3g) bound to loopback only."""
+    work = tmp_path_factory.mktemp("standalone")
+    port, ui, worker_ui = free_port(), free_port(), free_port()
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(work / "worker"),
+               SPARK_LOG_DIR=str(work / "logs"), PYSPARK_PYTHON=PYTHON)
+    logs = open(work / "daemons.log", "w")
+    master = subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(ui)], env=env, stdout=logs,
+                              stderr=subprocess.STDOUT)
+    url = f"spark://127.0.0.1:{port}"
+    procs = [master]
+    try:
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, "master")
+        worker = subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                                   "--webui-port", str(worker_ui), "--cores", "2", "--memory", "3g", url],
+                                  env=env, stdout=logs, stderr=subprocess.STDOUT)
+        procs.append(worker)
+
+        def alive_workers():
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=2) as resp:
+                return json.load(resp)["aliveworkers"] >= 1
+        wait_for(alive_workers, "worker registration")
+        yield url, ui
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        logs.close()
+
+
+def submit(job, *args, master=None, timeout=600):
+    """Runs submit.sh; spark-submit merges the Python driver's stderr into stdout, so
+    `output` is both, in order."""
+    cmd = [str(ROOT / "submit.sh"), job, *args]
+    if master:
+        cmd += ["--", "--master", master, "--executor-memory", "1g", "--total-executor-cores", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    done.output = done.stdout
+    return done
+
+
+def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path):
+    url, ui = cluster
+    root = tmp_path / "root"
+    sets = [x for s in SHOP + [f"storage.root={root}"] for x in ("--set", s)]
+    for job in ("generate", "ingest", "clean", "interactions"):
+        done = submit(job, *sets, master=url)
+        assert done.returncode == 0, f"{job} failed:\n{done.output[-3000:]}"
+        assert f"job {job} finished" in done.output
+    # the jobs really ran on the cluster: the master lists them as completed applications
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
+        apps = json.load(resp)["completedapps"]
+    assert len(apps) >= 4
+
+    cfg = make_config(root, *SHOP)
+    events = tables.read(spark, cfg, SILVER_EVENTS)
+    assert events.count() > 4000
+    assert events.groupBy("event_id").count().where("count > 1").count() == 0
+    assert tables.read(spark, cfg, QUARANTINE).count() > 0
+    inter = tables.read(spark, cfg, INTERACTIONS)
+    assert {r.split for r in inter.select("split").distinct().collect()} == {"train", "val", "test"}
+    assert inter.agg(F.max("user_idx")).first()[0] < tables.read(spark, cfg, USER_INDEX).count()
+    assert tables.read(spark, cfg, ITEM_INDEX).count() == 80
+    manifest = json.loads((root / "export" / "csr" / "manifest.json").read_text())
+    assert sum(s["nnz"] for s in manifest["splits"].values()) == inter.count()
+    stats = json.loads((root / "export" / "interactions_stats.json").read_text())
+    assert stats["nnz"] == inter.count()
+
+
+def test_submit_help_and_clear_failures(tmp_path):
+    helped = subprocess.run([str(ROOT / "submit.sh"), "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    for job in ("generate", "ingest", "clean", "interactions", "pipeline"):
+        assert f"  {job} " in helped.stdout
+    unknown = submit("nosuchjob")
+    assert unknown.returncode == 2 and "unknown job 'nosuchjob'" in unknown.output
+    bad_conf = submit("ingest", "--set", "synthetic.users=lots")
+    assert bad_conf.returncode == 2
+    assert bad_conf.output.strip().splitlines()[-1] == \
+        "config error: config key 'synthetic.users' must be an integer, got 'lots'"
+    # a job with nothing to read fails with one line naming the missing table
+    empty = submit("interactions", "--set", f"storage.root={tmp_path}", "--set", "spark.master=local[1]")
+    assert empty.returncode == 1
+    last = empty.output.strip().splitlines()[-1]
+    assert last.startswith("llmrec interactions failed: FileNotFoundError: table silver.events not found")

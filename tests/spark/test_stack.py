@@ -1,0 +1,33 @@
+"""The pinned stack works together: PySpark 4.0 pandas UDFs and Arrow transfers on
+pyarrow 14 (the newest pyarrow petastorm 0.13.1 can use), Delta reads and writes."""
+from typing import Iterator
+
+import pandas as pd
+import pyarrow
+import pyspark
+from pyspark.sql import functions as F
+
+
+def test_pins():
+    assert pyspark.__version__.startswith("4.0.")
+    assert pyarrow.__version__ == "14.0.2"
+
+
+def test_iterator_pandas_udf_and_arrow_on_pinned_pyarrow(spark):
+    @F.pandas_udf("array<int>")
+    def spread(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for ids in batches:
+            yield ids.apply(lambda i: [int(i), int(i) * 2])
+
+    df = spark.range(5000).select(spread("id").alias("a"))
+    pdf = df.toPandas()  # Arrow path (spark.sql.execution.arrow.pyspark.enabled)
+    assert len(pdf) == 5000 and list(pdf["a"][7]) == [7, 14]
+    assert df.select(F.sum(F.element_at("a", 2))).first()[0] == 2 * sum(range(5000))
+
+
+def test_delta_roundtrip_with_time_travel(spark, tmp_path):
+    path = str(tmp_path / "t")
+    spark.range(3).write.format("delta").save(path)
+    spark.range(3, 5).write.format("delta").mode("append").save(path)
+    assert spark.read.format("delta").load(path).count() == 5
+    assert spark.read.format("delta").option("versionAsOf", 0).load(path).count() == 3
