@@ -44,9 +44,6 @@ class Stage:
     def count(self, **counts: int) -> None:
         self.counts.update(counts)
 
-    def summary(self) -> dict:
-        return {"stage": self.name, "seconds": round(self.seconds, 3), **self.counts}
-
 
 @contextlib.contextmanager
 def stage(name: str, spark=None, rate_of: str = "rows_in"):
@@ -91,8 +88,8 @@ class _Heartbeat:
                     eta = ""
                     if done > done0 and now > t0:
                         eta = " ETA " + fmt_duration((total - done) * (now - t0) / (done - done0))
-                    log.info("stage %s: spark stage %d %s: %d/%d tasks%s", self.label, stage_id,
-                             info.name.split(" at ")[0], done, total, eta)
+                    log.info("stage %s: spark stage %d: %d/%d tasks%s", self.label, stage_id,
+                             done, total, eta)
             except Exception:  # the heartbeat must never break the job it watches
                 return
 

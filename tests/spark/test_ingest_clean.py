@@ -122,6 +122,8 @@ def test_bad_rows_reasons_and_counts_add_up(spark, day1):
 def test_missing_day_is_a_clear_error(spark, day1):
     with pytest.raises(FileNotFoundError, match="no input for day"):
         ingest.run(spark, day1[0], days=[dt.date(2030, 1, 1)])
+    with pytest.raises(FileNotFoundError, match="no input for day"):
+        clean.run(spark, day1[0], days=[dt.date(2030, 1, 1)])
 
 
 def bronze_files(spark, cfg, day):

@@ -16,7 +16,8 @@ from pyspark.sql import functions as F
 from llmrec import tables
 from llmrec.conf import Config
 from llmrec.data.ingest import (
-    STAGE as INGEST, BatchCounts, by_day, by_reason, pending_days, write_quarantine,
+    STAGE as INGEST, BatchCounts, by_day, by_reason, pending_days, require_some_input,
+    write_quarantine,
 )
 from llmrec.progress import log, stage
 from llmrec.tables.schemas import BRONZE, SILVER, SILVER_ITEMS
@@ -145,5 +146,6 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
                          ", ".join(f"{k}={v:,}" for k, v in sorted(counts.reasons.items())))
         results.append(counts)
     if not results:
+        require_some_input(days)
         log.info("clean: nothing new to clean")
     return results

@@ -70,12 +70,10 @@ def by_day(counts: dict[tuple[dt.date, str], int]) -> dict[dt.date, int]:
 
 def pending_days(spark: SparkSession, cfg: Config, entity: str, available: list[dt.date],
                  days: list[dt.date] | None, stage_name: str) -> list[dt.date]:
-    """Days to process: those asked for, or else those available and not yet done."""
+    """Days to process: those asked for that this entity has, or else those available
+    and not yet done. (An entity may lack a day: no reviews were written on it.)"""
     if days:
-        missing = sorted(set(days) - set(available))
-        if missing:
-            raise FileNotFoundError(f"{entity}: no input for day(s) {', '.join(map(str, missing))}")
-        return sorted(days)
+        return sorted(set(days) & set(available))
     done = tables.done_dates(spark, cfg, stage_name, entity)
     return [d for d in available if d not in done]
 
@@ -119,5 +117,12 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
         spark.catalog.clearCache()  # the batch's parsed input (raw.read_days caches it)
         results.append(counts)
     if not results:
+        require_some_input(days)
         log.info("ingest: nothing new to ingest")
     return results
+
+
+def require_some_input(days: list[dt.date] | None) -> None:
+    """Days asked for by name that no entity has are an error, not a silent no-op."""
+    if days:
+        raise FileNotFoundError(f"no input for day(s) {', '.join(map(str, days))}")

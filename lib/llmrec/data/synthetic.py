@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from llmrec import storage
 from llmrec.conf import Config, SyntheticConf, join
 
 # category -> (nouns, brands, adjectives, materials, uses, base price)
@@ -361,10 +363,6 @@ def generate(spark: SparkSession, cfg: Config) -> dict[str, str]:
     A marker file records the settings; a shop already written with the same settings
     is not written again (it would be byte-for-byte the same).
     """
-    import json
-
-    from llmrec import storage
-
     c = cfg.synthetic
     out = {entity: join(cfg.raw_root, entity) for entity in BAD_KINDS}
     marker = join(cfg.raw_root, "_shop.json")
@@ -409,7 +407,6 @@ def generate(spark: SparkSession, cfg: Config) -> dict[str, str]:
         # At most files_per_day files per day partition.
         bucket = F.pmod(F.xxhash64("value"), F.lit(c.files_per_day))
         df.repartition("dt", bucket).write.mode("overwrite").partitionBy("dt").text(folder)
-        out[entity] = folder
     items.unpersist()
     storage.write_text(spark, marker, settings)
     return out

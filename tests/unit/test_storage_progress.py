@@ -1,0 +1,50 @@
+"""Local file helpers and progress formatting (no Spark needed for local paths)."""
+import logging
+
+import pytest
+
+from llmrec import progress, storage
+
+
+def test_publish_folder_replaces_whole_folder(tmp_path):
+    dest = tmp_path / "export" / "csr"
+    src1 = tmp_path / "s1"
+    (src1 / "train").mkdir(parents=True)
+    (src1 / "train" / "a.npz").write_text("1")
+    (src1 / "stale.json").write_text("old")
+    storage.publish_folder(None, str(src1), str(dest))
+    assert (dest / "train" / "a.npz").read_text() == "1"
+    src2 = tmp_path / "s2"
+    src2.mkdir()
+    (src2 / "manifest.json").write_text("{}")
+    storage.publish_folder(None, str(src2), f"file:{dest}")
+    assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]  # nothing stale left
+    assert not (tmp_path / "export" / "csr.tmp").exists()
+
+
+def test_text_roundtrip_and_missing(tmp_path):
+    target = tmp_path / "a" / "b.json"
+    assert storage.read_text(None, str(target)) is None
+    storage.write_text(None, str(target), "x")
+    storage.write_text(None, str(target), "y")
+    assert storage.read_text(None, str(target)) == "y"
+    assert storage.is_local("/x") and storage.is_local("file:/x") and not storage.is_local("s3a://b/x")
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (59, "59s"), (61, "1m01s"), (3725, "1h02m")])
+def test_fmt_duration(seconds, text):
+    assert progress.fmt_duration(seconds) == text
+
+
+def test_stage_logs_counts_and_rate(caplog):
+    progress.setup_logging()
+    progress.log.propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="llmrec"):
+            with progress.stage("unit") as st:
+                st.count(rows_in=1000, rows_out=990)
+    finally:
+        progress.log.propagate = False
+    done = [r.getMessage() for r in caplog.records if "done" in r.getMessage()][0]
+    assert done.startswith("stage unit: done in") and "rows_in=1,000 rows_out=990" in done
+    assert "rows/s" in done
