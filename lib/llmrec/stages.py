@@ -19,9 +19,12 @@ def generate(spark, cfg: Config, args: Namespace) -> dict:
     if cfg.source.kind != "synthetic":
         raise ValueError(f"generate makes the synthetic shop; source.kind is {cfg.source.kind!r}")
     with stage("generate", spark) as st:
-        folders = synthetic.generate(spark, cfg)
-        st.count(users=cfg.synthetic.users, items=cfg.synthetic.items)
-    return {"raw": folders}
+        folders, written = synthetic.generate(spark, cfg)
+        if written:
+            st.count(users=cfg.synthetic.users, items=cfg.synthetic.items)
+        else:
+            log.info("generate: the shop is already written with these settings; kept")
+    return {"raw": folders, "written": written}
 
 
 def _batches(results) -> dict:

@@ -38,6 +38,8 @@ def test_deterministic_whatever_the_partitioning(spark, shop, tmp_path):
         spark.conf.set("spark.sql.shuffle.partitions", "4")
     for entity in ("items", "events", "reviews"):
         assert raw_digest(spark, cfg, entity) == raw_digest(spark, other, entity)
+    # the same settings again: the shop on disk is kept, not rewritten
+    assert synthetic.generate(spark, cfg)[1] is False
     # a different seed is a different shop
     third = make_config(tmp_path / "seed", *SHOP, "synthetic.seed=7", "synthetic.bad_row_rate=0")
     synthetic.generate(spark, third)

@@ -357,8 +357,8 @@ def _corrupt(df: DataFrame, entity: str, key: str, rate: float, r: Rand,
     return df.select(F.explode(lines).alias("value"), "dt")
 
 
-def generate(spark: SparkSession, cfg: Config) -> dict[str, str]:
-    """Writes the shop's raw files under cfg.raw_root; returns {entity: folder}.
+def generate(spark: SparkSession, cfg: Config) -> tuple[dict[str, str], bool]:
+    """Writes the shop's raw files under cfg.raw_root; returns ({entity: folder}, written).
 
     A marker file records the settings; a shop already written with the same settings
     is not written again (it would be byte-for-byte the same).
@@ -368,7 +368,7 @@ def generate(spark: SparkSession, cfg: Config) -> dict[str, str]:
     marker = join(cfg.raw_root, "_shop.json")
     settings = json.dumps(dataclasses.asdict(c), sort_keys=True)
     if storage.read_text(spark, marker) == settings:
-        return out
+        return out, False
     shop = Shop(c)
     r = shop.r
     items = items_frame(spark, shop).cache()
@@ -409,4 +409,4 @@ def generate(spark: SparkSession, cfg: Config) -> dict[str, str]:
         df.repartition("dt", bucket).write.mode("overwrite").partitionBy("dt").text(folder)
     items.unpersist()
     storage.write_text(spark, marker, settings)
-    return out
+    return out, True
