@@ -126,9 +126,11 @@ def pandas_child(root: str, out: str, weights: dict) -> None:
     age = (ref - w["ts"]).dt.total_seconds() / 86400
     w["w"] = w["w"] * np.power(0.5, age / weights["half_life"])
     agg = w.groupby(["u", "i"]).agg(weight=("w", "sum"), n=("w", "size"), first=("ts", "min"))
-    users = {u: k for k, u in enumerate(sorted(agg.index.get_level_values(0).unique()))}
+    # Dense indexes in id order, as gold.user_index / gold.item_index assign them.
+    agg = agg.reset_index()
+    agg["user_idx"] = agg["u"].astype("category").cat.codes
+    agg["item_idx"] = agg["i"].astype("category").cat.codes
     nnz = len(agg)
-    del users
     Path(out).write_text(json.dumps({"seconds": time.perf_counter() - t0, "nnz": nnz,
                                      "raw_events": int(len(events))}))
 

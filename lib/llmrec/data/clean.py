@@ -1,7 +1,7 @@
 """Clean: bronze -> silver. Types every field, checks every row, removes duplicates.
 
-A row that fails a check goes to quarantine with the first reason that applies (see
-RULES); the others are deduplicated by key within the batch and merged into silver:
+A row that fails a check goes to quarantine with the first reason that applies (the
+rules in `typed`, in order); the others are deduplicated by key within the batch and merged into silver:
 events and reviews insert only keys not yet present (a rerun adds nothing), items are
 upserted (a later batch's version of an item wins). For every batch,
 rows_in = inserted + quarantined + duplicates (in the batch or already in silver).

@@ -79,14 +79,15 @@ def pending_days(spark: SparkSession, cfg: Config, entity: str, available: list[
 
 
 def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
-    """Yields (entity, days, bronze rows, malformed rows) for each entity with pending days."""
+    """Yields (entity, days, bronze rows, malformed rows, cached input or None) for each
+    entity with pending days."""
     kind = cfg.source.kind
     if kind == "synthetic":
         for entity in ENTITIES:
             available = raw.list_dates(spark, join(cfg.raw_root, entity))
             todo = pending_days(spark, cfg, entity, available, days, STAGE)
             if todo:
-                yield (entity, todo, *raw.read_days(spark, cfg.raw_root, entity, todo, kind))
+                yield entity, todo, *raw.read_days(spark, cfg.raw_root, entity, todo, kind)
         return
     from llmrec.data import adapters
 
@@ -95,12 +96,12 @@ def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
     for entity in ENTITIES:
         if pending_days(spark, cfg, entity, [day], days, STAGE):
             frames = frames or adapters.read_source(spark, kind, cfg.source.paths, day)
-            yield (entity, [day], *frames[entity])
+            yield entity, [day], *frames[entity], None
 
 
 def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:
     results = []
-    for entity, todo, good, bad in _read_batches(spark, cfg, days):
+    for entity, todo, good, bad, cached in _read_batches(spark, cfg, days):
         with stage(f"ingest.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
             table = BRONZE[entity]
             tables.overwrite_partitions(good, cfg, table, dt=todo)
@@ -114,7 +115,8 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
                 d: (per_day_out.get(d, 0) + per_day_bad.get(d, 0), per_day_out.get(d, 0),
                     per_day_bad.get(d, 0)) for d in todo})
             st.count(rows_in=counts.rows_in, bronze=counts.rows_out, quarantined=counts.quarantined)
-        spark.catalog.clearCache()  # the batch's parsed input (raw.read_days caches it)
+        if cached is not None:
+            cached.unpersist()
         results.append(counts)
     if not results:
         require_some_input(days)
