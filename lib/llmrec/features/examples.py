@@ -1,0 +1,235 @@
+"""Cross-encoder training examples: (user history text, candidate item text, label).
+
+A user's interactions are ordered by when the user first touched each item (the order
+the split uses). A *target* is a positive pair (weight > examples.min_positive_weight):
+in train, each user's last `targets_per_user` positive train items; in val and test,
+every positive pair of the split. A target's history is what the user did before it
+and is allowed to see: earlier train items for a train target, the train items (and,
+for test, the val items) for a held-out one; the newest `history_len` of them, newest
+first, with what the user did ("bought", "added to cart", "viewed").
+
+Each target gets `neg_ratio` negatives among items the user never touched, drawn
+uniformly, by popularity, or from the target's category ("hard"). Every draw is a hash
+of (seed, user, target, draw number), so the examples are the same on any partitioning.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from llmrec import tables
+from llmrec.conf import Config, ExamplesConf
+from llmrec.tables.schemas import (
+    EXAMPLES, INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, USER_INDEX,
+)
+
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+# Event type -> (strength, phrase); the strongest event on an item names the action.
+ACTIONS = {"view": (1, "viewed"), "cart": (2, "added to cart"), "purchase": (3, "bought")}
+NO_HISTORY = "No earlier activity."
+PRICE_BANDS = ("budget", "mid-range", "premium", "luxury")
+
+NEGATIVES_SCHEMA = T.StructType([
+    T.StructField("split", T.StringType(), False), T.StructField("user_idx", T.LongType(), False),
+    T.StructField("target_idx", T.LongType(), False), T.StructField("item_idx", T.LongType(), False),
+    T.StructField("kind", T.StringType(), False),
+])
+
+
+def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(item_idx, category, item_text, phrase): the candidate text and the history phrase."""
+    items = tables.read(spark, cfg, SILVER_ITEMS).join(
+        tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id")
+    q = items.agg(F.percentile("price", [0.25, 0.5, 0.75]).alias("q")).first()["q"] or [None] * 3
+    price = F.col("price")
+    band = F.lit(None).cast("string")
+    if q[0] is not None:
+        band = (F.when(price.isNull(), None).when(price <= q[0], PRICE_BANDS[0])
+                .when(price <= q[1], PRICE_BANDS[1]).when(price <= q[2], PRICE_BANDS[2])
+                .otherwise(PRICE_BANDS[3]))
+    labelled = lambda label, col: F.concat(F.lit(label), col)  # noqa: E731  (null stays null)
+    description = F.substring(F.col("description"), 1, cfg.examples.description_chars)
+    item_text = F.concat_ws(". ", F.col("title"), labelled("Category: ", F.col("category")),
+                            labelled("Brand: ", F.col("brand")), labelled("Price: ", band),
+                            description)
+    phrase = F.concat_ws(" ", F.col("title"), F.concat(F.lit("("), F.col("category"), F.lit(")")))
+    return items.select("item_idx", "category", item_text.alias("item_text"), phrase.alias("phrase"))
+
+
+def _actions(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(user_idx, item_idx, action): the strongest event type of each pair, as a phrase."""
+    strength = F.element_at(F.create_map(*[x for k, (s, _) in ACTIONS.items()
+                                           for x in (F.lit(k), F.lit(s))]), F.col("event_type"))
+    events = tables.read(spark, cfg, SILVER_EVENTS) \
+        .join(tables.read(spark, cfg, USER_INDEX).select("user_id", "user_idx"), "user_id") \
+        .join(tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id")
+    best = events.groupBy("user_idx", "item_idx").agg(F.max(strength).alias("strength"))
+    phrase = F.element_at(F.create_map(*[x for s, p in ACTIONS.values()
+                                         for x in (F.lit(s), F.lit(p))]), F.col("strength"))
+    return best.select("user_idx", "item_idx", phrase.alias("action"))
+
+
+def sequences(spark: SparkSession, cfg: Config) -> DataFrame:
+    """Every pair with its position in the user's sequence, split order and action."""
+    order = F.element_at(F.create_map(*[x for k, v in SPLIT_ORDER.items()
+                                        for x in (F.lit(k), F.lit(v))]), F.col("split"))
+    by_user = Window.partitionBy("user_idx").orderBy("first_ts", "item_idx")
+    return tables.read(spark, cfg, INTERACTIONS) \
+        .join(_actions(spark, cfg), ["user_idx", "item_idx"], "left") \
+        .select("user_idx", "item_idx", "weight", "split", order.alias("s_ord"),
+                F.coalesce("action", F.lit("reviewed")).alias("action"),
+                F.row_number().over(by_user).alias("pos"))
+
+
+def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
+    """Positive pairs that become examples: (split, user_idx, target_idx, pos, s_ord)."""
+    positive = seq.where(F.col("weight") > conf.min_positive_weight)
+    newest = Window.partitionBy("user_idx").orderBy(F.col("pos").desc())
+    # A train target needs at least one earlier item to describe the user with.
+    train = positive.where((F.col("split") == "train") & (F.col("pos") > 1)) \
+        .withColumn("_r", F.row_number().over(newest)) \
+        .where(F.col("_r") <= conf.targets_per_user).drop("_r")
+    held_out = positive.where(F.col("split") != "train")
+    return train.unionByName(held_out).select(
+        "split", "user_idx", F.col("item_idx").alias("target_idx"), "pos", "s_ord")
+
+
+def user_texts(seq: DataFrame, tgt: DataFrame, phrases: DataFrame, history_len: int) -> DataFrame:
+    """(split, user_idx, target_idx, user_text): the newest allowed history, newest first."""
+    t, h = tgt.alias("t"), seq.alias("h")
+    visible = (F.col("h.pos") < F.col("t.pos")) & (
+        (F.col("h.s_ord") < F.col("t.s_ord")) | ((F.col("h.s_ord") == 0) & (F.col("t.s_ord") == 0)))
+    hist = t.join(h, (F.col("t.user_idx") == F.col("h.user_idx")) & visible).select(
+        "t.split", "t.user_idx", "t.target_idx", F.col("h.pos").alias("hpos"),
+        F.col("h.item_idx").alias("item_idx"), F.col("h.action").alias("action"))
+    newest = Window.partitionBy("split", "user_idx", "target_idx").orderBy(F.col("hpos").desc())
+    hist = hist.withColumn("_r", F.row_number().over(newest)).where(F.col("_r") <= history_len) \
+        .join(phrases.select("item_idx", "phrase"), "item_idx") \
+        .select("split", "user_idx", "target_idx",
+                F.struct("hpos", F.concat_ws(" ", "action", "phrase").alias("p")).alias("e"))
+    text = hist.groupBy("split", "user_idx", "target_idx").agg(
+        F.concat(F.lit("Recent activity: "), F.concat_ws(
+            "; ", F.transform(F.sort_array(F.collect_list("e"), asc=False), lambda e: e["p"])))
+        .alias("user_text"))
+    return tgt.select("split", "user_idx", "target_idx").join(
+        text, ["split", "user_idx", "target_idx"], "left") \
+        .select("split", "user_idx", "target_idx",
+                F.coalesce("user_text", F.lit(NO_HISTORY)).alias("user_text"))
+
+
+def _uniforms(seed: int, user: int, target: int, n: int) -> np.ndarray:
+    """n uniforms in [0, 1) from splitmix64 of (seed, user, target, draw): partition-proof."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             ^ np.uint64(user) * np.uint64(0xBF58476D1CE4E5B9)
+             ^ np.uint64(target) * np.uint64(0x94D049BB133111EB))
+        z = x + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class NegativeSampler:
+    """Draws negatives for one target from catalog arrays (picklable, broadcast once)."""
+
+    def __init__(self, item_idx: np.ndarray, popularity: np.ndarray, category: np.ndarray,
+                 conf: ExamplesConf):
+        order = np.argsort(item_idx, kind="stable")
+        self.items = item_idx[order]
+        weights = (popularity[order] + 1.0) ** conf.popularity_alpha
+        self.cum = np.cumsum(weights) / weights.sum()
+        self.cat = category[order]
+        # Items grouped by category code: cat_items[cat_start[c]: cat_start[c] + cat_size[c]].
+        by_cat = np.argsort(self.cat, kind="stable")
+        self.cat_items = self.items[by_cat]
+        codes, starts, sizes = np.unique(self.cat[by_cat], return_index=True, return_counts=True)
+        self.cat_start = dict(zip(codes.tolist(), starts.tolist()))
+        self.cat_size = dict(zip(codes.tolist(), sizes.tolist()))
+        self.kind, self.ratio, self.seed = conf.negatives, conf.neg_ratio, conf.seed
+
+    def _draw(self, kind: str, u: np.ndarray, category: int) -> np.ndarray:
+        if kind == "popularity":
+            return self.items[np.minimum(np.searchsorted(self.cum, u, side="right"), len(self.items) - 1)]
+        if kind == "hard":
+            start, size = self.cat_start[category], self.cat_size[category]
+            return self.cat_items[start + (u * size).astype(np.int64)]
+        return self.items[(u * len(self.items)).astype(np.int64)]
+
+    def sample(self, user: int, target: int, category: int, seen: set) -> list[tuple[int, str]]:
+        """Up to `ratio` distinct unseen items with the sampler that drew each."""
+        chosen: dict[int, str] = {}
+        kinds = [self.kind] if self.kind != "hard" or category in self.cat_start else []
+        kinds.append("uniform")  # fallback when the first sampler runs dry (tiny categories)
+        for attempt, kind in enumerate(kinds):
+            u = _uniforms(self.seed + 7919 * attempt, user, target, 8 * self.ratio + 16)
+            for item in self._draw(kind, u, category).tolist():
+                if item not in seen and item not in chosen:
+                    chosen[item] = kind
+                    if len(chosen) == self.ratio:
+                        return list(chosen.items())
+        return list(chosen.items())
+
+
+def negatives(spark: SparkSession, seq: DataFrame, tgt: DataFrame, catalog: DataFrame,
+              conf: ExamplesConf) -> DataFrame:
+    """(split, user_idx, target_idx, item_idx, kind) for each target's sampled negatives."""
+    # Category -> small int code, mapped on the executors (categories are few).
+    names = sorted(r[0] for r in catalog.select(F.coalesce("category", F.lit(""))).distinct().collect())
+    code = F.create_map(*[x for i, n in enumerate(names) for x in (F.lit(n), F.lit(i))])
+    cat_codes = catalog.select("item_idx", F.element_at(code, F.coalesce("category", F.lit("")))
+                               .alias("cat"))
+    train_counts = seq.where(F.col("split") == "train").groupBy("item_idx").count()
+    arrays = cat_codes.join(train_counts, "item_idx", "left").fillna(0, ["count"]).toPandas()
+    sampler = NegativeSampler(arrays["item_idx"].to_numpy(np.int64),
+                              arrays["count"].to_numpy(np.float64),
+                              arrays["cat"].to_numpy(np.int64), conf)
+    shared = spark.sparkContext.broadcast(sampler)
+    seen = seq.groupBy("user_idx").agg(F.collect_set("item_idx").alias("seen"))
+    rows = tgt.join(cat_codes.withColumnRenamed("item_idx", "target_idx"), "target_idx") \
+        .join(seen, "user_idx").select("split", "user_idx", "target_idx", "cat", "seen")
+
+    def draw(batches):
+        s = shared.value
+        for pdf in batches:
+            out = [(split, user, target, item, kind)
+                   for split, user, target, cat, seen_items in pdf.itertuples(index=False)
+                   for item, kind in s.sample(user, target, cat, set(seen_items.tolist()))]
+            yield pd.DataFrame(out, columns=NEGATIVES_SCHEMA.fieldNames())
+
+    return rows.mapInPandas(draw, NEGATIVES_SCHEMA)
+
+
+def build(spark: SparkSession, cfg: Config) -> dict:
+    """Writes gold.examples (whole table, one commit); returns counts per split and kind."""
+    conf = cfg.examples
+    catalog = item_texts(spark, cfg).cache()
+    seq = sequences(spark, cfg).cache()
+    tgt = targets(seq, conf).cache()
+    users = user_texts(seq, tgt, catalog, conf.history_len)
+    positives = tgt.select("split", "user_idx", "target_idx", F.col("target_idx").alias("item_idx"),
+                           F.lit("positive").alias("kind"))
+    pairs = positives.unionByName(negatives(spark, seq, tgt, catalog, conf))
+    examples = pairs.join(users, ["split", "user_idx", "target_idx"]) \
+        .join(catalog.select("item_idx", "item_text"), "item_idx") \
+        .withColumn("label", (F.col("kind") == "positive").cast("int"))
+    tables.overwrite(examples, cfg, EXAMPLES)
+    for df in (catalog, seq, tgt):
+        df.unpersist()
+    return stats(spark, cfg)
+
+
+def stats(spark: SparkSession, cfg: Config) -> dict:
+    rows = tables.read(spark, cfg, EXAMPLES).groupBy("split", "kind").count().collect()
+    out: dict = {}
+    for r in rows:
+        split = out.setdefault(r["split"], {"rows": 0, "positives": 0, "negatives": {}})
+        split["rows"] += r["count"]
+        if r["kind"] == "positive":
+            split["positives"] = r["count"]
+        else:
+            split["negatives"][r["kind"]] = r["count"]
+    return out

@@ -1,0 +1,232 @@
+"""Tokenized shards: gold.examples -> Parquet files the training readers consume.
+
+Each Spark task tokenizes its rows with the model's fast tokenizer (loaded once per
+Python worker) and writes one shard file with pyarrow, in row groups of exactly
+`tokenize.row_group_rows` rows (the unit readers assign to ranks), so the manifest's
+row counts come from the writers themselves. Layout under <root>/shards/:
+
+  <build>/<split>/part-<partition>-<attempt>.parquet   one file per task
+  manifest.json                                       written last: the files that count
+
+A build directory is named after the examples table version and the tokenization
+settings; a rerun with the same inputs finds the manifest up to date and does nothing.
+Files of failed task attempts and of older builds are deleted once the manifest names
+the new build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from llmrec import storage, tables
+from llmrec.conf import Config, join
+from llmrec.progress import log
+from llmrec.tables.schemas import EXAMPLES
+from llmrec.train import model as model_mod
+
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+SHARD_COLUMNS = TOKEN_COLUMNS + ("label", "user_idx", "item_idx")
+FORMAT = 1
+
+TOKENS_TYPE = T.StructType([T.StructField(c, T.ArrayType(T.IntegerType(), False), False)
+                            for c in TOKEN_COLUMNS])
+FILES_SCHEMA = T.StructType([
+    T.StructField("split", T.StringType()), T.StructField("path", T.StringType()),
+    T.StructField("rows", T.LongType()), T.StructField("row_groups", T.ArrayType(T.LongType())),
+    T.StructField("positives", T.LongType()), T.StructField("tokens", T.LongType()),
+    T.StructField("seconds", T.DoubleType()),
+])
+
+
+def encode(tokenizer, first: list[str], second: list[str], max_length: int,
+           truncation: str) -> dict[str, np.ndarray]:
+    """Pairs -> int32 arrays (rows, max_length), padded to max_length."""
+    enc = tokenizer(list(first), list(second), max_length=max_length, truncation=truncation,
+                    padding="max_length", return_tensors="np")
+    return {c: enc[c].astype(np.int32) for c in TOKEN_COLUMNS}
+
+
+def tokenize_udf(name_or_path: str, max_length: int, truncation: str):
+    """A scalar-iterator pandas UDF (user_text, item_text) -> struct of token arrays."""
+
+    @F.pandas_udf(TOKENS_TYPE)
+    def tokenize(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        tok = model_mod.load_tokenizer(name_or_path)
+        for first, second in batches:
+            enc = encode(tok, first.tolist(), second.tolist(), max_length, truncation)
+            yield pd.DataFrame({c: list(enc[c]) for c in TOKEN_COLUMNS})
+
+    return tokenize
+
+
+def arrow_table(enc: dict[str, np.ndarray], pdf: pd.DataFrame):
+    """The shard schema as a pyarrow Table (token arrays as list<int32>)."""
+    import pyarrow as pa
+
+    cols = {}
+    for c in TOKEN_COLUMNS:
+        a = enc[c]
+        offsets = pa.array(np.arange(0, a.size + 1, a.shape[1], dtype=np.int32))
+        cols[c] = pa.ListArray.from_arrays(offsets, pa.array(a.reshape(-1)))
+    cols["label"] = pa.array(pdf["label"].to_numpy(np.int32))
+    cols["user_idx"] = pa.array(pdf["user_idx"].to_numpy(np.int64))
+    cols["item_idx"] = pa.array(pdf["item_idx"].to_numpy(np.int64))
+    return pa.table(cols)
+
+
+def _shard_writer(base: str, build: str, name_or_path: str, max_length: int, truncation: str,
+                  row_group_rows: int):
+    """mapInPandas body: tokenizes a partition, writes one file in exact row groups."""
+
+    def write(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        tok = model_mod.load_tokenizer(name_or_path)
+        fs, root = storage.arrow_fs(base)
+        writer = pending = split = rel = None
+        groups: list[int] = []
+        rows = positives = tokens = 0
+        t0 = time.perf_counter()
+
+        def write_groups(final: bool) -> None:
+            nonlocal pending
+            while pending.num_rows >= row_group_rows or (final and pending.num_rows):
+                n = min(row_group_rows, pending.num_rows)
+                writer.write_table(pending.slice(0, n), row_group_size=n)
+                groups.append(n)
+                pending = pending.slice(n)
+
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            enc = encode(tok, pdf["user_text"].tolist(), pdf["item_text"].tolist(), max_length,
+                         truncation)
+            table = arrow_table(enc, pdf)
+            if writer is None:
+                split = pdf["split"].iloc[0]
+                # The attempt id keeps a retried task from writing over its failed twin.
+                rel = f"{build}/{split}/part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
+                fs.create_dir(f"{root}/{build}/{split}", recursive=True)
+                writer = pq.ParquetWriter(fs.open_output_stream(f"{root}/{rel}"), table.schema)
+            pending = table if pending is None else pa.concat_tables([pending, table])
+            write_groups(final=False)
+            rows += len(pdf)
+            positives += int(pdf["label"].sum())
+            tokens += int(enc["attention_mask"].sum())
+        if writer is not None:
+            write_groups(final=True)
+            writer.close()
+            yield pd.DataFrame([{"split": split, "path": rel, "rows": rows, "row_groups": groups,
+                                 "positives": positives, "tokens": tokens,
+                                 "seconds": time.perf_counter() - t0}])
+
+    return write
+
+
+def fingerprint(examples_version: int, vocab_sha: str, cfg: Config) -> str:
+    key = json.dumps({"format": FORMAT, "examples": examples_version, "vocab": vocab_sha,
+                      "model": cfg.model.name_or_path, "tokenize": cfg.tokenize.__dict__},
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def manifest_path(cfg: Config) -> str:
+    return join(storage.absolute(cfg.storage.root), "shards", "manifest.json")
+
+
+def read_manifest(path: str) -> dict | None:
+    """The manifest at `path` (local or URI), or None if there is none."""
+    fs, p = storage.arrow_fs(path)
+    try:
+        with fs.open_input_stream(p) as fh:
+            return json.loads(fh.read().decode())
+    except FileNotFoundError:
+        return None
+
+
+def _split_frame(examples: DataFrame, split: str, rows: int, conf, seed: int) -> DataFrame:
+    files = max(1, math.ceil(rows / conf.rows_per_file))
+    # Rows mixed by a seeded hash so each row group holds many users (readers shuffle
+    # row groups and rows within them; that alone would keep a user's rows together).
+    return examples.where(F.col("split") == split).repartition(files, "user_idx", "target_idx") \
+        .sortWithinPartitions(F.xxhash64(F.lit(seed), "user_idx", "target_idx", "item_idx"))
+
+
+def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
+    """Tokenizes gold.examples into shards + manifest.json; returns the manifest."""
+    conf = cfg.tokenize
+    tok = model_mod.load_tokenizer(cfg.model.name_or_path)
+    vocab_sha = model_mod.vocab_hash(tok)
+    version = tables.version(spark, cfg, EXAMPLES)
+    fp = fingerprint(version, vocab_sha, cfg)
+    base = join(storage.absolute(cfg.storage.root), "shards")
+    current = read_manifest(manifest_path(cfg))
+    if current and current.get("fingerprint") == fp and not force:
+        log.info("tokenize: shards are up to date (build %s); nothing to do", current["build"])
+        return current
+
+    build_id = f"examples-v{version}-{fp}"
+    examples = tables.read(spark, cfg, EXAMPLES)
+    counts = {r["split"]: r["count"] for r in examples.groupBy("split").count().collect()}
+    writer = _shard_writer(base, build_id, cfg.model.name_or_path, conf.max_length,
+                           conf.truncation, conf.row_group_rows)
+    t0 = time.perf_counter()
+    files = []
+    for split in sorted(counts):
+        part = _split_frame(examples, split, counts[split], conf, cfg.examples.seed)
+        files += [r.asDict() for r in part.mapInPandas(writer, FILES_SCHEMA).collect()]
+    seconds = time.perf_counter() - t0
+
+    splits = {}
+    for split in sorted(counts):
+        mine = sorted((f for f in files if f["split"] == split), key=lambda f: f["path"])
+        rows = sum(f["rows"] for f in mine)
+        if rows != counts[split]:
+            raise RuntimeError(f"tokenize: split {split} wrote {rows} rows, gold.examples has "
+                               f"{counts[split]}")
+        splits[split] = {"rows": rows, "positives": sum(f["positives"] for f in mine),
+                         "tokens": sum(f["tokens"] for f in mine),
+                         "files": [{"path": f["path"], "rows": f["rows"],
+                                    "row_groups": list(f["row_groups"])} for f in mine]}
+    tokens = sum(s["tokens"] for s in splits.values())
+    manifest = {
+        "format": FORMAT, "build": build_id, "fingerprint": fp, "created_at": time.time(),
+        "examples_version": version, "model": cfg.model.name_or_path,
+        "tokenizer": {"name": model_mod.tokenizer_dir(cfg.model.name_or_path).rstrip("/"),
+                      "class": type(tok).__name__, "vocab_size": len(tok), "vocab_sha256": vocab_sha},
+        "max_length": conf.max_length, "truncation": conf.truncation,
+        "row_group_rows": conf.row_group_rows, "columns": list(SHARD_COLUMNS),
+        "splits": splits,
+        "stats": {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+                  "rows_per_s": sum(counts.values()) / seconds,
+                  "task_seconds": sum(f["seconds"] for f in files)},
+    }
+    storage.write_text(spark, manifest_path(cfg), json.dumps(manifest, indent=1))
+    _remove_unlisted(base, manifest)
+    return manifest
+
+
+def _remove_unlisted(base: str, manifest: dict) -> None:
+    """Deletes older builds and files of failed task attempts (not in the manifest)."""
+    import pyarrow.fs as pafs
+
+    fs, root = storage.arrow_fs(base)
+    listed = {f"{root}/{f['path']}" for s in manifest["splits"].values() for f in s["files"]}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=False)):
+        if info.type == pafs.FileType.Directory and info.base_name != manifest["build"]:
+            fs.delete_dir(info.path)
+    for info in fs.get_file_info(pafs.FileSelector(f"{root}/{manifest['build']}", recursive=True)):
+        if info.type == pafs.FileType.File and info.path not in listed:
+            fs.delete_file(info.path)

@@ -1,0 +1,264 @@
+"""The train function: runs in every training process, under either backend.
+
+`main(spec)` is what horovod.spark.run and TorchDistributor call. Per epoch: each rank
+trains on its row groups of the train shards (AdamW, linear warmup and decay, learning
+rate scaled by the world size, gradient accumulation and clipping, bf16 autocast on
+GPU), then scores its part of val; loss sums are allreduced and the scores gathered, so
+every rank computes the same AUC and log loss. Rank 0 writes a checkpoint each epoch
+and, at the end, the best epoch's model in Hugging Face format with metrics.json.
+
+Ranks can hold different numbers of rows (row groups are dealt round-robin); every rank
+runs the same number of steps, and a rank that has run out takes part in the extra
+steps with a zero-weighted batch so the collective calls stay matched.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+
+from llmrec import conf as conf_mod
+from llmrec.progress import fmt_duration, log, setup_logging
+from llmrec.train import dist as dist_mod
+from llmrec.train import metrics
+from llmrec.train.model import build_model, exportable, load_tokenizer
+from llmrec.train.readers import ShardError, open_reader
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def main(spec: dict) -> dict:
+    """Entry point of a training process; returns rank 0's summary (None elsewhere)."""
+    setup_logging()
+    cfg = conf_mod.from_dict(spec["config"])
+    use_gpu = spec["use_gpu"]
+    d = dist_mod.create(spec["backend"], use_gpu)
+    try:
+        return Trainer(d, cfg, spec).run()
+    finally:
+        d.shutdown()
+
+
+def _threads(cfg, d) -> int:
+    if cfg.train.threads_per_proc:
+        return cfg.train.threads_per_proc
+    if os.environ.get("OMP_NUM_THREADS"):
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, (os.cpu_count() or 1) // d.local_size)
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, d: dist_mod.Dist, cfg, spec: dict):
+        self.d, self.cfg, self.spec, self.t = d, cfg, spec, cfg.train
+        self.out = spec["output_dir"]
+        self.is_main = d.rank == 0
+        self.device = torch.device("cuda", d.local_rank) if spec["use_gpu"] else torch.device("cpu")
+        if not spec["use_gpu"]:
+            torch.set_num_threads(_threads(cfg, d))
+
+    # --- data ---------------------------------------------------------------------
+    def reader(self, split: str, shuffle: bool):
+        return open_reader(self.t.reader, self.spec["shards"], self.spec["manifest"], split,
+                           rank=self.d.rank, size=self.d.size, batch_size=self.t.batch_size,
+                           shuffle=shuffle, seed=self.t.seed)
+
+    def _tensors(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        inputs = {k: torch.as_tensor(batch[k], dtype=torch.long).to(self.device)
+                  for k in ("input_ids", "attention_mask", "token_type_ids")}
+        return inputs, torch.as_tensor(batch["label"], dtype=torch.float32).to(self.device)
+
+    def _logits(self, model, inputs: dict) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return model(**inputs).logits.squeeze(-1).float()
+
+    # --- checkpoints ----------------------------------------------------------------
+    def _load_checkpoint(self):
+        """Rank 0 reads the checkpoint of an unfinished run with the same settings; every
+        rank gets it by broadcast (only rank 0 needs to see the output folder)."""
+        state = None
+        if self.is_main and self.t.resume:
+            path = os.path.join(self.out, "checkpoints", CHECKPOINT)
+            if os.path.exists(path):
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                if state.get("fingerprint") != self.spec["fingerprint"]:
+                    log.info("train: checkpoint in %s is for other settings; starting afresh", path)
+                    state = None
+        return self.d.broadcast_object(state)
+
+    def _save_checkpoint(self, state: dict) -> None:
+        folder = os.path.join(self.out, "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, os.path.join(folder, CHECKPOINT))  # a crash never leaves half a file
+
+    # --- evaluation -----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        model.eval()
+        reader = self.reader(split, shuffle=False)
+        scores, labels = [], []
+        for batch in reader:
+            inputs, y = self._tensors(batch)
+            scores.append(self._logits(model, inputs).cpu().numpy())
+            labels.append(batch["label"])
+        model.train()
+        local_s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+        local_y = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+        all_s = self.d.allgather(local_s.astype(np.float64))
+        all_y = self.d.allgather(local_y.astype(np.float64))
+        expected = self.spec["manifest"]["splits"][split]["rows"]
+        if len(all_s) != expected:
+            raise ShardError(f"{split}: the ranks scored {len(all_s)} rows together, the manifest "
+                             f"says {expected}")
+        return {"loss": metrics.log_loss(all_y, all_s), "auc": metrics.auc(all_y, all_s),
+                "rows": int(len(all_s)), "positives": int(all_y.sum())}
+
+    # --- training -------------------------------------------------------------------
+    def run(self) -> dict:
+        t, d = self.t, self.d
+        torch.manual_seed(t.seed)  # the same initial weights on every rank
+        model = build_model(self.cfg.model, self.cfg.tokenize.max_length).to(self.device)
+        optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay),
+                                      lr=t.lr * (d.size if t.scale_lr else 1))
+        train_reader = self.reader("train", shuffle=True)
+        steps_per_epoch = int(d.allreduce_max(train_reader.batches_per_epoch()))
+        updates_per_epoch = math.ceil(steps_per_epoch / t.grad_accum)
+        total_updates = updates_per_epoch * t.epochs
+        warmup = int(t.warmup_ratio * total_updates)
+        schedule = lambda u: (u + 1) / (warmup + 1) if u < warmup else \
+            max(0.0, (total_updates - u) / max(1, total_updates - warmup))  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+        state = self._load_checkpoint()
+        history, best, best_state, start_epoch, resumed_from = [], None, None, 0, None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, best = state["history"], state["best"]
+            best_state = state["best_state"] or {k: v.clone() for k, v in state["model"].items()}
+            start_epoch = resumed_from = state["epoch"]
+            if self.is_main:
+                log.info("train: resuming after epoch %d of %d (checkpoint)", start_epoch, t.epochs)
+        model, optimizer = d.prepare(model, optimizer, t.grad_accum)
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+        if self.is_main:
+            log.info("train: %s, %d process(es), %s, %d steps/epoch of %d x %d rows, lr %.2e, "
+                     "%d warmup of %d updates", d.name, d.size, self.device, steps_per_epoch,
+                     d.size, t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total_updates)
+
+        stopped_early = False
+        for epoch in range(start_epoch, t.epochs):
+            if best is not None and t.patience and epoch - best["epoch"] >= t.patience:
+                stopped_early = True
+                break
+            train_reader.set_epoch(epoch)
+            model.train()
+            batches = iter(train_reader)
+            sums = np.zeros(3)  # loss sum, rows, positives (this rank)
+            last = None
+            t0 = time.perf_counter()
+            for step in range(steps_per_epoch):
+                batch = next(batches, None)
+                weight = 1.0
+                if batch is None:  # this rank ran out: a zero-weighted step keeps ranks in step
+                    batch, weight = last, 0.0
+                last = batch
+                inputs, y = self._tensors(batch)
+                boundary = (step + 1) % t.grad_accum == 0 or step + 1 == steps_per_epoch
+                with (contextlib.nullcontext() if boundary else d.no_sync(model)):
+                    per_row = loss_fn(self._logits(model, inputs), y)
+                    (per_row.mean() * weight / t.grad_accum).backward()
+                if boundary:
+                    d.step(optimizer, params, t.max_grad_norm)
+                    scheduler.step()
+                    optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none (None is the default)
+                if weight:
+                    sums += [float(per_row.detach().sum()), len(y), float(y.sum())]
+                if self.is_main and (step + 1) % (t.log_every * t.grad_accum) == 0:
+                    rate = (step + 1) * t.batch_size * d.size / (time.perf_counter() - t0)
+                    eta = (steps_per_epoch - step - 1) * t.batch_size * d.size / rate
+                    log.info("train: epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f samples/s ETA %s",
+                             epoch + 1, t.epochs, step + 1, steps_per_epoch, sums[0] / sums[1],
+                             scheduler.get_last_lr()[0], rate, fmt_duration(eta))
+            for _ in batches:  # drains the reader so it checks its row count
+                pass
+            seconds = time.perf_counter() - t0
+            loss_sum, rows, _ = d.allreduce_sum(sums)
+            expected = self.spec["manifest"]["splits"]["train"]["rows"]
+            if int(rows) != expected:
+                raise ShardError(f"epoch {epoch + 1}: the ranks trained on {int(rows)} rows together, "
+                                 f"the manifest says {expected}")
+            val = self.evaluate(model, "val")
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / rows, "val_loss": val["loss"],
+                      "val_auc": val["auc"], "train_rows": int(rows), "seconds": seconds,
+                      "samples_per_s": rows / seconds, "lr": scheduler.get_last_lr()[0]}
+            history.append(record)
+            improved = best is None or val["auc"] > best["val_auc"]
+            if improved:
+                best = {"epoch": epoch + 1, "val_auc": val["auc"], "val_loss": val["loss"]}
+                # Kept so the final model is the best epoch's, not the last one's.
+                best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+            if self.is_main:
+                log.info("train: epoch %d/%d done in %s: train loss %.4f, val loss %.4f, val AUC "
+                         "%.4f, %.1f samples/s%s", epoch + 1, t.epochs, fmt_duration(seconds),
+                         record["train_loss"], val["loss"], val["auc"], record["samples_per_s"],
+                         " (best)" if improved else "")
+                self._save_checkpoint({
+                    "epoch": epoch + 1, "fingerprint": self.spec["fingerprint"],
+                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "history": history, "best": best,
+                    # The best weights only when they differ from the current ones.
+                    "best_state": None if improved else best_state})
+        return self._finish(model, history, best, best_state, stopped_early, resumed_from)
+
+    def _finish(self, model, history, best, best_state, stopped_early, resumed_from) -> dict:
+        if best_state is not None:
+            _unwrap(model).load_state_dict(best_state)
+        test = self.evaluate(model, "test") if "test" in self.spec["manifest"]["splits"] else None
+        if not self.is_main:
+            return None
+        final = os.path.join(self.out, "model")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        plain = exportable(_unwrap(model)).to("cpu")
+        plain.save_pretrained(tmp)
+        load_tokenizer(self.cfg.model.name_or_path).save_pretrained(tmp)
+        with open(os.path.join(tmp, "llmrec_config.json"), "w") as fh:
+            json.dump(self.spec["config"], fh, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        summary = {
+            "run_id": self.spec["run_id"], "status": "finished", "fingerprint": self.spec["fingerprint"],
+            "backend": self.d.name, "world_size": self.d.size, "device": str(self.device),
+            "reader": self.t.reader, "model_dir": final, "base_model": self.cfg.model.name_or_path,
+            "shards_build": self.spec["manifest"]["build"], "epochs": history, "best": best,
+            "test": test, "stopped_early": stopped_early, "resumed_from_epoch": resumed_from,
+            "finished_at": time.time(),
+        }
+        metrics.plot_curves(history, os.path.join(self.out, "training_curves.png"))
+        with open(os.path.join(self.out, "metrics.json.tmp"), "w") as fh:
+            json.dump(summary, fh, indent=1)
+        os.replace(os.path.join(self.out, "metrics.json.tmp"), os.path.join(self.out, "metrics.json"))
+        return summary
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
