@@ -18,7 +18,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     package_data={"llmrec": ["py.typed"]},

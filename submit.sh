@@ -77,6 +77,9 @@ else SUBMIT="$(dirname "$PYTHON")/spark-submit"; fi
 # Local and loopback clusters bind to 127.0.0.1, never to another interface.
 case "$MASTER" in local*|spark://127.0.0.1*|spark://localhost*) export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" ;; esac
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}" PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PYTHON}"
+# Python >= 3.11: don't put jobs/ first on sys.path, where jobs/tokenize.py would shadow
+# the standard library's tokenize module.
+export PYTHONSAFEPATH=1
 LOG_ARGS=(--driver-java-options "-Dlog4j.configurationFile=file:$HERE/conf/log4j2.properties")
 exec "$SUBMIT" "${SUBMIT_ARGS[@]}" "${DELTA_ARGS[@]}" "${LOG_ARGS[@]}" --py-files build/llmrec.zip \
   "jobs/$JOB.py" --conf "$CONF" "${SETS[@]}" --set "spark.master=$MASTER" "${JOB_ARGS[@]}"

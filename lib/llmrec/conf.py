@@ -115,6 +115,9 @@ class ExamplesConf:
     neg_ratio: int = 4
     # Item description characters kept in the item text.
     description_chars: int = 160
+    # Fraction of users (a seeded hash decides which) whose examples are built: a
+    # smaller training set for quick runs on CPU.
+    user_sample: float = 1.0
 
 
 @dataclass
@@ -322,6 +325,7 @@ _POSITIVE = {
 _FRACTIONS = {
     "SyntheticConf": ("cold_item_fraction", "cold_user_fraction", "bad_row_rate", "reviews_per_purchase"),
     "LoraConf": ("dropout",),
+    "ExamplesConf": ("user_sample",),
     "TrainConf": ("warmup_ratio",),
 }
 

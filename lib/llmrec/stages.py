@@ -96,7 +96,7 @@ def train(spark, cfg: Config, args: Namespace) -> dict:
     """Shards -> fine-tuned cross-encoder (Horovod or TorchDistributor), metrics.json."""
     from llmrec.train import launch
 
-    with stage("train", spark):
+    with stage("train"):  # no Spark heartbeat: the training processes log their own progress
         result = launch.run(spark, cfg, force=getattr(args, "force", False))
     best, test = result["best"], result.get("test") or {}
     log.info("train: best epoch %d, val AUC %.4f, test AUC %s; model in %s", best["epoch"],

@@ -93,7 +93,11 @@ def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
         .withColumn("_r", F.row_number().over(newest)) \
         .where(F.col("_r") <= conf.targets_per_user).drop("_r")
     held_out = positive.where(F.col("split") != "train")
-    return train.unionByName(held_out).select(
+    chosen = train.unionByName(held_out)
+    if conf.user_sample < 1.0:
+        bucket = F.pmod(F.xxhash64(F.lit(conf.seed), F.col("user_idx")), F.lit(1_000_000))
+        chosen = chosen.where(bucket < int(conf.user_sample * 1_000_000))
+    return chosen.select(
         "split", "user_idx", F.col("item_idx").alias("target_idx"), "pos", "s_ord")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 
 from llmrec import storage
@@ -17,6 +18,7 @@ from llmrec.conf import Config
 from llmrec.features.tokens import manifest_path, read_manifest
 from llmrec.progress import log
 from llmrec.train import model as model_mod
+from llmrec.train.readers import check_files
 
 # Settings that change what is trained; the others (logging, threads, resume, launcher)
 # may differ between a crashed run and the run that resumes it.
@@ -78,6 +80,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     for split in ("train", "val"):
         if not manifest["splits"].get(split, {}).get("rows"):
             raise ValueError(f"the shards have no {split} rows: nothing to train or validate on")
+    shards = os.path.dirname(manifest_path(cfg))
+    for split in manifest["splits"]:
+        check_files(shards, manifest, split)  # a missing or corrupt file, named, before launch
     out = output_dir(cfg)
     fp = fingerprint(cfg, manifest)
     done = read_metrics(out)
@@ -89,7 +94,7 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
     gpu = use_gpu(cfg)
     spec = {"config": cfg.to_dict(), "manifest": manifest, "run_id": uuid.uuid4().hex,
             "fingerprint": fp, "output_dir": out, "use_gpu": gpu, "backend": cfg.train.backend,
-            "shards": os.path.dirname(manifest_path(cfg))}
+            "shards": shards, "launched_at": time.time()}
     from llmrec.train.loop import main
 
     n = cfg.train.num_proc

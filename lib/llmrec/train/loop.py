@@ -14,6 +14,7 @@ steps with a zero-weighted batch so the collective calls stay matched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 
 def main(spec: dict) -> dict:
     """Entry point of a training process; returns rank 0's summary (None elsewhere)."""
+    spec = dict(spec, entered_at=time.time())  # start-up cost = entered_at - launched_at
     setup_logging()
     cfg = conf_mod.from_dict(spec["config"])
     use_gpu = spec["use_gpu"]
@@ -164,6 +166,8 @@ class Trainer:
                      "%d warmup of %d updates", d.name, d.size, self.device, steps_per_epoch,
                      d.size, t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total_updates)
 
+        ready_at = time.time()  # processes joined, model built and broadcast
+        initial = state["initial"] if state is not None else self.evaluate(model, "val")
         stopped_early = False
         for epoch in range(start_epoch, t.epochs):
             if best is not None and t.patience and epoch - best["epoch"] >= t.patience:
@@ -225,11 +229,24 @@ class Trainer:
                     "epoch": epoch + 1, "fingerprint": self.spec["fingerprint"],
                     "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best": best,
+                    "initial": initial,
                     # The best weights only when they differ from the current ones.
                     "best_state": None if improved else best_state})
-        return self._finish(model, history, best, best_state, stopped_early, resumed_from)
+        self.timing = {"launch_to_entry_s": self.spec["entered_at"] - self.spec["launched_at"],
+                       "entry_to_ready_s": ready_at - self.spec["entered_at"]}
+        return self._finish(model, history, best, best_state, stopped_early, resumed_from, initial)
 
-    def _finish(self, model, history, best, best_state, stopped_early, resumed_from) -> dict:
+    def _param_digests(self, model) -> list[str]:
+        """sha256 of each rank's parameters, gathered: proof the replicas stayed identical."""
+        h = hashlib.sha256()
+        for name, p in sorted(_unwrap(model).state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        gathered = self.d.allgather(np.frombuffer(h.digest(), dtype=np.uint8).astype(np.float64))
+        return [bytes(gathered[i * 32:(i + 1) * 32].astype(np.uint8)).hex() for i in range(self.d.size)]
+
+    def _finish(self, model, history, best, best_state, stopped_early, resumed_from, initial) -> dict:
+        digests = self._param_digests(model)  # the weights training ended with, on every rank
         if best_state is not None:
             _unwrap(model).load_state_dict(best_state)
         test = self.evaluate(model, "test") if "test" in self.spec["manifest"]["splits"] else None
@@ -249,8 +266,10 @@ class Trainer:
             "run_id": self.spec["run_id"], "status": "finished", "fingerprint": self.spec["fingerprint"],
             "backend": self.d.name, "world_size": self.d.size, "device": str(self.device),
             "reader": self.t.reader, "model_dir": final, "base_model": self.cfg.model.name_or_path,
-            "shards_build": self.spec["manifest"]["build"], "epochs": history, "best": best,
+            "shards_build": self.spec["manifest"]["build"], "initial": initial,
+            "epochs": history, "best": best, "param_sha256_by_rank": digests,
             "test": test, "stopped_early": stopped_early, "resumed_from_epoch": resumed_from,
+            "timing": self.timing,
             "finished_at": time.time(),
         }
         metrics.plot_curves(history, os.path.join(self.out, "training_curves.png"))

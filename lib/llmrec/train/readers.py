@@ -19,7 +19,7 @@ import numpy as np
 from llmrec import storage
 from llmrec.conf import join
 
-COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "label")
+COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "label", "user_idx", "item_idx")
 
 
 class ShardError(RuntimeError):
@@ -167,7 +167,7 @@ def to_numpy(table) -> dict:
     out = {}
     for name in COLUMNS:
         col = table.column(name).combine_chunks()
-        if name == "label":
+        if name in ("label", "user_idx", "item_idx"):
             out[name] = col.to_numpy()
         else:
             values = col.flatten().to_numpy()
