@@ -126,9 +126,11 @@ class TokenizeConf:
     # Which side is cut when a pair is too long: only_first cuts the user history (the
     # item text is short and is what is being scored), longest_first cuts the longer.
     truncation: Literal["only_first", "only_second", "longest_first"] = "only_first"
-    # Rows per Parquet row group: the unit readers shard by rank.
-    row_group_rows: int = 512
-    # Rows per shard file (each file holds whole row groups).
+    # Rows per Parquet row group: the unit readers deal out to ranks, so the ranks'
+    # shares differ by up to one group (the short rank pads its last steps).
+    row_group_rows: int = 256
+    # Most rows in a shard file (rounded down to whole row groups); a Spark task writes
+    # one file per this many rows.
     rows_per_file: int = 20_000
 
 

@@ -1,11 +1,12 @@
 """Tokenized shards: gold.examples -> Parquet files the training readers consume.
 
 Each Spark task tokenizes its rows with the model's fast tokenizer (loaded once per
-Python worker) and writes one shard file with pyarrow, in row groups of exactly
-`tokenize.row_group_rows` rows (the unit readers assign to ranks), so the manifest's
-row counts come from the writers themselves. Layout under <root>/shards/:
+Python worker) and writes shard files with pyarrow, in row groups of exactly
+`tokenize.row_group_rows` rows (the unit readers assign to ranks) and at most
+`rows_per_file` rows a file, so the manifest's row counts come from the writers
+themselves. Layout under <root>/shards/:
 
-  <build>/<split>/part-<partition>-<attempt>.parquet   one file per task
+  <build>/<split>/part-<partition>-<attempt>-<n>.parquet   a task's files
   manifest.json                                       written last: the files that count
 
 A build directory is named after the examples table version and the tokenization
@@ -37,7 +38,8 @@ TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 SHARD_COLUMNS = TOKEN_COLUMNS + ("label", "user_idx", "item_idx")
 FORMAT = 1
 
-TOKENS_TYPE = T.StructType([T.StructField(c, T.ArrayType(T.IntegerType(), False), False)
+# Fields nullable: pandas UDF results come back as nullable, and Spark checks the match.
+TOKENS_TYPE = T.StructType([T.StructField(c, T.ArrayType(T.IntegerType(), False), True)
                             for c in TOKEN_COLUMNS])
 FILES_SCHEMA = T.StructType([
     T.StructField("split", T.StringType()), T.StructField("path", T.StringType()),
@@ -84,53 +86,69 @@ def arrow_table(enc: dict[str, np.ndarray], pdf: pd.DataFrame):
 
 
 def _shard_writer(base: str, build: str, name_or_path: str, max_length: int, truncation: str,
-                  row_group_rows: int):
-    """mapInPandas body: tokenizes a partition, writes one file in exact row groups."""
+                  row_group_rows: int, rows_per_file: int):
+    """mapInPandas body: tokenizes a partition into files of whole, exact row groups."""
+    file_rows = max(1, rows_per_file // row_group_rows) * row_group_rows
 
     def write(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
         tok = model_mod.load_tokenizer(name_or_path)
         fs, root = storage.arrow_fs(base)
-        writer = pending = split = rel = None
-        groups: list[int] = []
-        rows = positives = tokens = 0
         t0 = time.perf_counter()
+        pending = None
+        current = None  # the open file: writer, path, row groups, counts
+        done = []
+
+        def close() -> None:
+            nonlocal current
+            current["writer"].close()
+            done.append({k: current[k] for k in ("split", "path", "rows", "row_groups", "positives",
+                                                  "tokens")})
+            current = None
 
         def write_groups(final: bool) -> None:
-            nonlocal pending
+            nonlocal pending, current
             while pending.num_rows >= row_group_rows or (final and pending.num_rows):
                 n = min(row_group_rows, pending.num_rows)
-                writer.write_table(pending.slice(0, n), row_group_size=n)
-                groups.append(n)
-                pending = pending.slice(n)
+                group, pending = pending.slice(0, n), pending.slice(n)
+                if current is None:
+                    # The attempt id keeps a retried task from writing over its failed twin.
+                    rel = (f"{build}/{split}/part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}"
+                           f"-{len(done):03d}.parquet")
+                    fs.create_dir(f"{root}/{build}/{split}", recursive=True)
+                    current = {"split": split, "path": rel, "rows": 0, "row_groups": [],
+                               "positives": 0, "tokens": 0, "writer": pq.ParquetWriter(
+                                   fs.open_output_stream(f"{root}/{rel}"), group.schema)}
+                current["writer"].write_table(group, row_group_size=n)
+                current["rows"] += n
+                current["row_groups"].append(n)
+                current["positives"] += pc.sum(group["label"]).as_py() or 0
+                current["tokens"] += pc.sum(pc.list_flatten(group["attention_mask"])).as_py() or 0
+                if current["rows"] >= file_rows:
+                    close()
 
+        split = None
         for pdf in batches:
             if pdf.empty:
                 continue
+            split = pdf["split"].iloc[0]
             enc = encode(tok, pdf["user_text"].tolist(), pdf["item_text"].tolist(), max_length,
                          truncation)
             table = arrow_table(enc, pdf)
-            if writer is None:
-                split = pdf["split"].iloc[0]
-                # The attempt id keeps a retried task from writing over its failed twin.
-                rel = f"{build}/{split}/part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}.parquet"
-                fs.create_dir(f"{root}/{build}/{split}", recursive=True)
-                writer = pq.ParquetWriter(fs.open_output_stream(f"{root}/{rel}"), table.schema)
             pending = table if pending is None else pa.concat_tables([pending, table])
             write_groups(final=False)
-            rows += len(pdf)
-            positives += int(pdf["label"].sum())
-            tokens += int(enc["attention_mask"].sum())
-        if writer is not None:
+        if pending is not None:
             write_groups(final=True)
-            writer.close()
-            yield pd.DataFrame([{"split": split, "path": rel, "rows": rows, "row_groups": groups,
-                                 "positives": positives, "tokens": tokens,
-                                 "seconds": time.perf_counter() - t0}])
+        if current is not None:
+            close()
+        seconds = time.perf_counter() - t0
+        if done:
+            yield pd.DataFrame([dict(f, seconds=seconds / len(done)) for f in done])
 
     return write
 
@@ -181,7 +199,7 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
     examples = tables.read(spark, cfg, EXAMPLES)
     counts = {r["split"]: r["count"] for r in examples.groupBy("split").count().collect()}
     writer = _shard_writer(base, build_id, cfg.model.name_or_path, conf.max_length,
-                           conf.truncation, conf.row_group_rows)
+                           conf.truncation, conf.row_group_rows, conf.rows_per_file)
     t0 = time.perf_counter()
     files = []
     for split in sorted(counts):

@@ -29,7 +29,7 @@ from llmrec.progress import fmt_duration, log, setup_logging
 from llmrec.train import dist as dist_mod
 from llmrec.train import metrics
 from llmrec.train.model import build_model, exportable, load_tokenizer
-from llmrec.train.readers import ShardError, open_reader
+from llmrec.train.readers import ShardError, open_reader, rank_rows
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -140,6 +140,10 @@ class Trainer:
                                       lr=t.lr * (d.size if t.scale_lr else 1))
         train_reader = self.reader("train", shuffle=True)
         steps_per_epoch = int(d.allreduce_max(train_reader.batches_per_epoch()))
+        shares = [rank_rows(self.spec["manifest"], "train", r, d.size) for r in range(d.size)]
+        if self.is_main and min(shares) < 0.9 * max(shares):
+            log.warning("train: ranks hold %s train rows: the smaller ones pad their last steps; "
+                        "a smaller tokenize.row_group_rows evens them out", shares)
         updates_per_epoch = math.ceil(steps_per_epoch / t.grad_accum)
         total_updates = updates_per_epoch * t.epochs
         warmup = int(t.warmup_ratio * total_updates)

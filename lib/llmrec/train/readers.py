@@ -145,17 +145,26 @@ class PetastormReader(ShardReader):
     def _chunks(self) -> Iterator[dict]:
         from petastorm import make_batch_reader
 
+        if not self.groups:
+            return
         files = sorted({rel for rel, _, _ in row_groups(self.manifest, self.split)})
         urls = [_url(join(self.base, rel)) for rel in files]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # petastorm on pyarrow 14: deprecation noise
-            with make_batch_reader(urls, cur_shard=self.rank, shard_count=self.size,
+        # petastorm on pyarrow 14 warns about pyarrow's legacy dataset API on every read.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+        # petastorm refuses more shards than row groups; with fewer groups than ranks, rank
+        # r < groups gets group r either way.
+        shards = min(self.size, len(row_groups(self.manifest, self.split)))
+        reader = make_batch_reader(urls, cur_shard=self.rank, shard_count=shards,
                                    reader_pool_type="dummy", num_epochs=1,
                                    # No shard_seed: it would reshuffle which groups a rank gets.
                                    shuffle_row_groups=self.shuffle, seed=self.seed + self.epoch,
-                                   schema_fields=list(COLUMNS)) as reader:
-                for b in reader:
-                    yield {k: np.asarray(getattr(b, k)) for k in COLUMNS}
+                                   schema_fields=list(COLUMNS))
+        try:
+            for b in reader:
+                yield {k: np.asarray(getattr(b, k)) for k in COLUMNS}
+        finally:
+            reader.stop()
+            reader.join()  # not cleanup_cache(): there is no cache, it only prints a line
 
 
 def _url(path: str) -> str:
