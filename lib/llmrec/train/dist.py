@@ -68,7 +68,10 @@ class HorovodDist(Dist):
         return self.hvd.allgather(torch.as_tensor(array)).numpy()
 
     def broadcast_object(self, obj):
-        return self.hvd.broadcast_object(obj, root_rank=0)
+        # An explicit name: Horovod's default is the object's type name, which differs when
+        # only rank 0 holds the object (dict vs NoneType), and the ranks then wait forever.
+        self._objects = getattr(self, "_objects", 0) + 1
+        return self.hvd.broadcast_object(obj, root_rank=0, name=f"llmrec.object.{self._objects}")
 
     def prepare(self, model, optimizer, accum: int):
         # Same starting point everywhere; optimizer state is already identical on every

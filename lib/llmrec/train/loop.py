@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -72,6 +73,9 @@ class Trainer:
         self.device = torch.device("cuda", d.local_rank) if spec["use_gpu"] else torch.device("cpu")
         if not spec["use_gpu"]:
             torch.set_num_threads(_threads(cfg, d))
+        # Horovod's optimizer wrapper steps outside torch's step counter, so torch believes
+        # the scheduler stepped first; the order is right.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
 
     # --- data ---------------------------------------------------------------------
     def reader(self, split: str, shuffle: bool):
