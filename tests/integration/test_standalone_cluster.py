@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from conftest import ROOT, make_config
 from llmrec import tables
-from llmrec.tables.schemas import INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER_EVENTS, USER_INDEX
+from llmrec.tables.schemas import EXAMPLES, INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER_EVENTS, USER_INDEX
 
 pytestmark = pytest.mark.integration
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -92,14 +92,14 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path):
     url, ui = cluster
     root = tmp_path / "root"
     sets = [x for s in SHOP + [f"storage.root={root}"] for x in ("--set", s)]
-    for job in ("generate", "ingest", "clean", "interactions"):
+    for job in ("generate", "ingest", "clean", "interactions", "examples", "tokenize"):
         done = submit(job, *sets, master=url)
         assert done.returncode == 0, f"{job} failed:\n{done.output[-3000:]}"
         assert f"job {job} finished" in done.output
     # the jobs really ran on the cluster: the master lists them as completed applications
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
         apps = json.load(resp)["completedapps"]
-    assert len(apps) >= 4
+    assert len(apps) >= 6
 
     cfg = make_config(root, *SHOP)
     events = tables.read(spark, cfg, SILVER_EVENTS)
@@ -114,6 +114,11 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path):
     assert sum(s["nnz"] for s in manifest["splits"].values()) == inter.count()
     stats = json.loads((root / "export" / "interactions_stats.json").read_text())
     assert stats["nnz"] == inter.count()
+    # tokenized on the cluster's executors: every example is in exactly one shard row
+    examples = tables.read(spark, cfg, EXAMPLES)
+    shards = json.loads((root / "shards" / "manifest.json").read_text())
+    assert {k: v["rows"] for k, v in shards["splits"].items()} == \
+        {r.split: r["count"] for r in examples.groupBy("split").count().collect()}
 
 
 def test_submit_help_and_clear_failures(tmp_path):

@@ -102,11 +102,22 @@ def test_horovod_two_processes_learn_and_stay_in_sync(spark, root):
 
 
 def test_torch_distributor_two_processes_learn_and_stay_in_sync(spark, root):
+    # grad_accum=2: DDP skips the allreduce (no_sync) on every other micro-batch
     cfg = make_config(root, *SETTINGS, "train.backend=torch_distributor", "train.reader=pyarrow",
-                      f"train.output_dir={root}/tdist")
+                      "train.grad_accum=2", "train.lr=1e-3", f"train.output_dir={root}/tdist")
     result = launch.run(spark, cfg)
     assert result["backend"] == "torch_distributor" and result["reader"] == "pyarrow"
     check_run(result, cfg)
+
+
+def test_early_stopping_keeps_the_best_epoch(spark, root):
+    """A learning rate too small to change anything: no epoch beats the first, so the run
+    stops after `patience` more and the saved model is epoch 1's."""
+    cfg = make_config(root, *SETTINGS, "train.backend=torch_distributor", "train.num_proc=1",
+                      "train.epochs=5", "train.patience=1", "train.lr=1e-12", f"train.output_dir={root}/early")
+    result = launch.run(spark, cfg)
+    assert result["stopped_early"] and [e["epoch"] for e in result["epochs"]] == [1, 2]
+    assert result["best"]["epoch"] == 1 and result["world_size"] == 1
 
 
 def test_training_failure_is_judged_by_rank0_outputs(spark, root, tmp_path):

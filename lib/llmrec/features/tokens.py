@@ -9,8 +9,9 @@ themselves. Layout under <root>/shards/:
   <build>/<split>/part-<partition>-<attempt>-<n>.parquet   a task's files
   manifest.json                                       written last: the files that count
 
-A build directory is named after the examples table version and the tokenization
-settings; a rerun with the same inputs finds the manifest up to date and does nothing.
+A build directory is named after a checksum of the examples' content and the
+tokenization settings; a rerun with the same inputs finds the manifest up to date and
+does nothing.
 Files of failed task attempts and of older builds are deleted once the manifest names
 the new build.
 """
@@ -153,8 +154,17 @@ def _shard_writer(base: str, build: str, name_or_path: str, max_length: int, tru
     return write
 
 
-def fingerprint(examples_version: int, vocab_sha: str, cfg: Config) -> str:
-    key = json.dumps({"format": FORMAT, "examples": examples_version, "vocab": vocab_sha,
+def examples_checksum(examples: DataFrame) -> str:
+    """Row count and XOR of row hashes: the same for the same rows in any order or version
+    (the examples job rewrites its table on every run; identical content must not
+    invalidate the shards and the model trained on them)."""
+    row = examples.agg(F.count("*").alias("n"),
+                       F.bit_xor(F.xxhash64(*examples.columns)).alias("x")).first()
+    return f"{row['n']}-{(row['x'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def fingerprint(checksum: str, vocab_sha: str, cfg: Config) -> str:
+    key = json.dumps({"format": FORMAT, "examples": checksum, "vocab": vocab_sha,
                       "model": cfg.model.name_or_path, "tokenize": cfg.tokenize.__dict__},
                      sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -187,16 +197,16 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
     conf = cfg.tokenize
     tok = model_mod.load_tokenizer(cfg.model.name_or_path)
     vocab_sha = model_mod.vocab_hash(tok)
-    version = tables.version(spark, cfg, EXAMPLES)
-    fp = fingerprint(version, vocab_sha, cfg)
+    examples = tables.read(spark, cfg, EXAMPLES)
+    checksum = examples_checksum(examples)
+    fp = fingerprint(checksum, vocab_sha, cfg)
     base = join(storage.absolute(cfg.storage.root), "shards")
     current = read_manifest(manifest_path(cfg))
     if current and current.get("fingerprint") == fp and not force:
         log.info("tokenize: shards are up to date (build %s); nothing to do", current["build"])
         return current
 
-    build_id = f"examples-v{version}-{fp}"
-    examples = tables.read(spark, cfg, EXAMPLES)
+    build_id = f"build-{fp}"
     counts = {r["split"]: r["count"] for r in examples.groupBy("split").count().collect()}
     writer = _shard_writer(base, build_id, cfg.model.name_or_path, conf.max_length,
                            conf.truncation, conf.row_group_rows, conf.rows_per_file)
@@ -221,7 +231,8 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
     tokens = sum(s["tokens"] for s in splits.values())
     manifest = {
         "format": FORMAT, "build": build_id, "fingerprint": fp, "created_at": time.time(),
-        "examples_version": version, "model": cfg.model.name_or_path,
+        "examples_version": tables.version(spark, cfg, EXAMPLES), "examples_checksum": checksum,
+        "model": cfg.model.name_or_path,
         "tokenizer": {"name": model_mod.tokenizer_dir(cfg.model.name_or_path).rstrip("/"),
                       "class": type(tok).__name__, "vocab_size": len(tok), "vocab_sha256": vocab_sha},
         "max_length": conf.max_length, "truncation": conf.truncation,

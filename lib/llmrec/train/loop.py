@@ -116,14 +116,16 @@ class Trainer:
     # --- evaluation -----------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:
-        model.eval()
+        # The bare module: ranks may hold different numbers of batches, and a wrapper must
+        # not be left waiting for a collective call the others never make.
+        net = _unwrap(model).eval()
         reader = self.reader(split, shuffle=False)
         scores, labels = [], []
         for batch in reader:
-            inputs, y = self._tensors(batch)
-            scores.append(self._logits(model, inputs).cpu().numpy())
+            inputs, _ = self._tensors(batch)
+            scores.append(self._logits(net, inputs).cpu().numpy())
             labels.append(batch["label"])
-        model.train()
+        net.train()
         local_s = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         local_y = np.concatenate(labels) if labels else np.zeros(0, np.int32)
         all_s = self.d.allgather(local_s.astype(np.float64))
@@ -143,12 +145,15 @@ class Trainer:
         optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay),
                                       lr=t.lr * (d.size if t.scale_lr else 1))
         train_reader = self.reader("train", shuffle=True)
-        steps_per_epoch = int(d.allreduce_max(train_reader.batches_per_epoch()))
+        # Every rank runs as many micro-batches as the busiest one, in whole accumulation
+        # groups (Horovod counts backward passes per update).
+        most = int(d.allreduce_max(train_reader.batches_per_epoch()))
+        steps_per_epoch = math.ceil(most / t.grad_accum) * t.grad_accum
         shares = [rank_rows(self.spec["manifest"], "train", r, d.size) for r in range(d.size)]
         if self.is_main and min(shares) < 0.9 * max(shares):
             log.warning("train: ranks hold %s train rows: the smaller ones pad their last steps; "
                         "a smaller tokenize.row_group_rows evens them out", shares)
-        updates_per_epoch = math.ceil(steps_per_epoch / t.grad_accum)
+        updates_per_epoch = steps_per_epoch // t.grad_accum
         total_updates = updates_per_epoch * t.epochs
         warmup = int(t.warmup_ratio * total_updates)
         schedule = lambda u: (u + 1) / (warmup + 1) if u < warmup else \
@@ -194,7 +199,7 @@ class Trainer:
                     batch, weight = last, 0.0
                 last = batch
                 inputs, y = self._tensors(batch)
-                boundary = (step + 1) % t.grad_accum == 0 or step + 1 == steps_per_epoch
+                boundary = (step + 1) % t.grad_accum == 0
                 with (contextlib.nullcontext() if boundary else d.no_sync(model)):
                     per_row = loss_fn(self._logits(model, inputs), y)
                     (per_row.mean() * weight / t.grad_accum).backward()
@@ -208,7 +213,7 @@ class Trainer:
                     rate = (step + 1) * t.batch_size * d.size / (time.perf_counter() - t0)
                     eta = (steps_per_epoch - step - 1) * t.batch_size * d.size / rate
                     log.info("train: epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f samples/s ETA %s",
-                             epoch + 1, t.epochs, step + 1, steps_per_epoch, sums[0] / sums[1],
+                             epoch + 1, t.epochs, step + 1, steps_per_epoch, sums[0] / max(1, sums[1]),
                              scheduler.get_last_lr()[0], rate, fmt_duration(eta))
             for _ in batches:  # drains the reader so it checks its row count
                 pass
