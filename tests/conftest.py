@@ -21,6 +21,23 @@ def make_config(root: Path, *overrides: str) -> conf_mod.Config:
         f"storage.root={root}", *overrides])
 
 
+def write_silver(spark, cfg, events, reviews, items, day):
+    """Writes silver tables from short tuples: events (user, item, type, ts), reviews
+    (user, item, rating, ts), items (id, title, description, category, brand, price, launch)."""
+    from llmrec import tables
+    from llmrec.tables.schemas import SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS
+
+    tables.overwrite(spark.createDataFrame(
+        [(f"e{k}", u, i, t, ts, "test", day) for k, (u, i, t, ts) in enumerate(events)],
+        SILVER_EVENTS.schema), cfg, SILVER_EVENTS)
+    tables.overwrite(spark.createDataFrame(
+        [(f"r{k}", u, i, r, None, None, ts, "test", day) for k, (u, i, r, ts) in enumerate(reviews)],
+        SILVER_REVIEWS.schema), cfg, SILVER_REVIEWS)
+    tables.overwrite(spark.createDataFrame(
+        [(i, title, desc, cat, brand, price, None, launch, "test", day)
+         for i, title, desc, cat, brand, price, launch in items], SILVER_ITEMS.schema), cfg, SILVER_ITEMS)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from llmrec.spark import get_session

@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import make_config
+from conftest import make_config, write_silver
 from llmrec import tables
 from llmrec.conf import ExamplesConf
 from llmrec.features import examples, interactions, tokens
-from llmrec.tables.schemas import EXAMPLES, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, USER_INDEX, SILVER_REVIEWS
+from llmrec.tables.schemas import EXAMPLES, ITEM_INDEX, USER_INDEX
 from llmrec.train.model import load_tokenizer
 from llmrec.train.readers import ShardError, check_files, open_reader, rank_rows
 
@@ -36,16 +36,9 @@ REVIEWS = [("carol", "B", 1, ago(43))]  # a 1-star review: carol's B is not a po
 
 
 def write_shop(spark, cfg):
-    tables.overwrite(spark.createDataFrame(
-        [(f"e{k}", u, i, t, ts, "test", DAY) for k, (u, i, t, ts) in enumerate(EVENTS)],
-        SILVER_EVENTS.schema), cfg, SILVER_EVENTS)
-    tables.overwrite(spark.createDataFrame(
-        [(f"r{k}", u, i, r, None, None, ts, "test", DAY) for k, (u, i, r, ts) in enumerate(REVIEWS)],
-        SILVER_REVIEWS.schema), cfg, SILVER_REVIEWS)
-    tables.overwrite(spark.createDataFrame(
-        [(i, f"Title {i}", f"About {i}, a fine thing in every way.", c, f"Brand{i}", 10.0 * (k + 1),
-          None, ago(90), "test", DAY) for k, (i, c) in enumerate(sorted(CATS.items()))],
-        SILVER_ITEMS.schema), cfg, SILVER_ITEMS)
+    items = [(i, f"Title {i}", f"About {i}, a fine thing in every way.", c, f"Brand{i}", 10.0 * (k + 1),
+              ago(90)) for k, (i, c) in enumerate(sorted(CATS.items()))]
+    write_silver(spark, cfg, EVENTS, REVIEWS, items, DAY)
     interactions.build(spark, cfg)
 
 

@@ -6,12 +6,11 @@ import math
 import numpy as np
 import pytest
 
+import conftest
 from conftest import make_config
 from llmrec import tables
 from llmrec.features import csr, interactions
-from llmrec.tables.schemas import (
-    INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS, USER_INDEX,
-)
+from llmrec.tables.schemas import INTERACTIONS, ITEM_INDEX, USER_INDEX
 
 T0 = dt.datetime(2024, 3, 31, 12, 0)  # the newest event: the decay's "now"
 DAY = dt.date(2024, 3, 1)
@@ -21,16 +20,9 @@ def days_ago(n):
     return T0 - dt.timedelta(days=n)
 
 
-def write_silver(spark, cfg, events, reviews, items):
-    tables.overwrite(spark.createDataFrame(
-        [(f"e{k}", u, i, t, ts, "test", DAY) for k, (u, i, t, ts) in enumerate(events)],
-        SILVER_EVENTS.schema), cfg, SILVER_EVENTS)
-    tables.overwrite(spark.createDataFrame(
-        [(f"r{k}", u, i, r, None, None, ts, "test", DAY) for k, (u, i, r, ts) in enumerate(reviews)],
-        SILVER_REVIEWS.schema), cfg, SILVER_REVIEWS)
-    tables.overwrite(spark.createDataFrame(
-        [(i, i, None, None, None, 1.0, None, days_ago(90), "test", DAY) for i in items],
-        SILVER_ITEMS.schema), cfg, SILVER_ITEMS)
+def write_silver(spark, cfg, events, reviews, item_ids):
+    items = [(i, i, None, None, None, 1.0, days_ago(90)) for i in item_ids]
+    conftest.write_silver(spark, cfg, events, reviews, items, DAY)
 
 
 EVENTS = [
