@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 
 from llmrec import tables
 from llmrec.conf import Config, ExamplesConf
+from llmrec.features import map_lookup
 from llmrec.tables.schemas import (
     EXAMPLES, INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, USER_INDEX,
 )
@@ -61,21 +62,18 @@ def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
 
 def _actions(spark: SparkSession, cfg: Config) -> DataFrame:
     """(user_idx, item_idx, action): the strongest event type of each pair, as a phrase."""
-    strength = F.element_at(F.create_map(*[x for k, (s, _) in ACTIONS.items()
-                                           for x in (F.lit(k), F.lit(s))]), F.col("event_type"))
+    strength = map_lookup({k: s for k, (s, _) in ACTIONS.items()}, F.col("event_type"))
     events = tables.read(spark, cfg, SILVER_EVENTS) \
         .join(tables.read(spark, cfg, USER_INDEX).select("user_id", "user_idx"), "user_id") \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id")
     best = events.groupBy("user_idx", "item_idx").agg(F.max(strength).alias("strength"))
-    phrase = F.element_at(F.create_map(*[x for s, p in ACTIONS.values()
-                                         for x in (F.lit(s), F.lit(p))]), F.col("strength"))
+    phrase = map_lookup(dict(ACTIONS.values()), F.col("strength"))
     return best.select("user_idx", "item_idx", phrase.alias("action"))
 
 
 def sequences(spark: SparkSession, cfg: Config) -> DataFrame:
     """Every pair with its position in the user's sequence, split order and action."""
-    order = F.element_at(F.create_map(*[x for k, v in SPLIT_ORDER.items()
-                                        for x in (F.lit(k), F.lit(v))]), F.col("split"))
+    order = map_lookup(SPLIT_ORDER, F.col("split"))
     by_user = Window.partitionBy("user_idx").orderBy("first_ts", "item_idx")
     return tables.read(spark, cfg, INTERACTIONS) \
         .join(_actions(spark, cfg), ["user_idx", "item_idx"], "left") \
@@ -183,9 +181,8 @@ def negatives(spark: SparkSession, seq: DataFrame, tgt: DataFrame, catalog: Data
     """(split, user_idx, target_idx, item_idx, kind) for each target's sampled negatives."""
     # Category -> small int code, mapped on the executors (categories are few).
     names = sorted(r[0] for r in catalog.select(F.coalesce("category", F.lit(""))).distinct().collect())
-    code = F.create_map(*[x for i, n in enumerate(names) for x in (F.lit(n), F.lit(i))])
-    cat_codes = catalog.select("item_idx", F.element_at(code, F.coalesce("category", F.lit("")))
-                               .alias("cat"))
+    code = map_lookup({n: i for i, n in enumerate(names)}, F.coalesce("category", F.lit("")))
+    cat_codes = catalog.select("item_idx", code.alias("cat"))
     train_counts = seq.where(F.col("split") == "train").groupBy("item_idx").count()
     arrays = cat_codes.join(train_counts, "item_idx", "left").fillna(0, ["count"]).toPandas()
     sampler = NegativeSampler(arrays["item_idx"].to_numpy(np.int64),

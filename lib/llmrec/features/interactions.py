@@ -10,11 +10,12 @@ days in test and the `val_days` before that in val.
 """
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config, InteractionsConf
+from llmrec.features import map_lookup
 from llmrec.tables.schemas import (
     INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS, USER_INDEX, Table,
 )
@@ -22,17 +23,12 @@ from llmrec.tables.schemas import (
 SECONDS_PER_DAY = 86_400.0
 
 
-def _map_lookup(mapping: dict[str, float], key: Column) -> Column:
-    pairs = [x for k, v in mapping.items() for x in (F.lit(str(k)), F.lit(float(v)))]
-    return F.element_at(F.create_map(*pairs), key.cast("string"))
-
-
 def weighted_events(events: DataFrame, reviews: DataFrame, conf: InteractionsConf) -> DataFrame:
     """(user_id, item_id, ts, w): one row per event or review with its undecayed weight."""
     ev = events.select("user_id", "item_id", F.col("event_ts").alias("ts"),
-                       _map_lookup(conf.event_weights, F.col("event_type")).alias("w"))
+                       map_lookup({k: float(v) for k, v in conf.event_weights.items()}, F.col("event_type")).alias("w"))
     rv = reviews.select("user_id", "item_id", F.col("review_ts").alias("ts"),
-                        _map_lookup(conf.review_weights, F.col("rating")).alias("w"))
+                        map_lookup({k: float(v) for k, v in conf.review_weights.items()}, F.col("rating")).alias("w"))
     return ev.unionByName(rv).where(F.col("w").isNotNull())
 
 

@@ -84,7 +84,8 @@ class ShardReader:
         self.base, self.manifest, self.split = storage.absolute(base), manifest, split
         self.rank, self.size, self.batch_size = rank, size, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.groups = row_groups(manifest, split)[rank::size]
+        self.all_groups = row_groups(manifest, split)
+        self.groups = self.all_groups[rank::size]
         self.expected = sum(n for _, _, n in self.groups)
         self.rows_read = 0
         check_files(self.base, manifest, split)
@@ -147,13 +148,13 @@ class PetastormReader(ShardReader):
 
         if not self.groups:
             return
-        files = sorted({rel for rel, _, _ in row_groups(self.manifest, self.split)})
+        files = sorted({rel for rel, _, _ in self.all_groups})
         urls = [_url(join(self.base, rel)) for rel in files]
         # petastorm on pyarrow 14 warns about pyarrow's legacy dataset API on every read.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
         # petastorm refuses more shards than row groups; with fewer groups than ranks, rank
         # r < groups gets group r either way.
-        shards = min(self.size, len(row_groups(self.manifest, self.split)))
+        shards = min(self.size, len(self.all_groups))
         reader = make_batch_reader(urls, cur_shard=self.rank, shard_count=shards,
                                    reader_pool_type="dummy", num_epochs=1,
                                    # No shard_seed: it would reshuffle which groups a rank gets.
