@@ -18,6 +18,9 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the key."""
 
 
+CANDIDATE_SOURCES = ("als", "cooc", "content", "profile", "popular")
+
+
 @dataclass
 class SparkConf:
     # None: use the master spark-submit (or Databricks) gave us.
@@ -189,6 +192,92 @@ class TrainConf:
 
 
 @dataclass
+class InferConf:
+    """How the pandas UDFs run a model (embedding, cross-encoder scoring)."""
+    # Rows per forward pass inside a UDF call.
+    batch_size: int = 64
+    # Rows per Arrow batch handed to a pandas UDF (spark.sql.execution.arrow.maxRecordsPerBatch).
+    arrow_batch_rows: int = 2048
+    # auto: the task's GPU when torch sees one (bf16 autocast), else CPU.
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    # Torch threads per Python worker on CPU; 0: the task's CPUs (spark.task.cpus).
+    threads: int = 0
+    # Order each Arrow batch by text length before batching: less padding, same results.
+    sort_by_length: bool = True
+    # Interactions that make up a user's known history for serving (comma-separated
+    # splits): the test split stays held out for evaluation.
+    history_splits: str = "train,val"
+
+
+@dataclass
+class EmbedConf:
+    # The bi-encoder for item/user/query embeddings (mean-pooled, L2-normalised):
+    # default (bundled all-MiniLM-L6-v2) or a local Hugging Face directory.
+    model: str = "default"
+    max_length: int = 128
+    # Rows embedded and committed per MERGE: the unit a killed backfill need not redo.
+    chunk_rows: int = 200_000
+
+
+@dataclass
+class AlsConf:
+    rank: int = 32
+    reg: float = 0.05
+    alpha: float = 10.0
+    iterations: int = 10
+    seed: int = 11
+
+
+@dataclass
+class CandidatesConf:
+    # Candidates each source proposes per user, and kept per user after merging.
+    per_source: int = 50
+    per_user: int = 100
+    # Reciprocal-rank fusion weight of each source (0 turns a source off):
+    # als, cooc (co-occurrence neighbours of the history), content (embedding
+    # neighbours of the history), profile (user embedding vs items), popular (segment).
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "als": 1.0, "cooc": 1.0, "content": 1.0, "profile": 0.5, "popular": 0.3})
+    # The k of reciprocal-rank fusion: score = sum of weight / (rrf_k + rank).
+    rrf_k: int = 60
+    # Neighbours kept per item (co-occurrence and content), and the newest history items
+    # per user that vote for their neighbours.
+    neighbors: int = 30
+    history_items: int = 20
+    # Rows per block of the exact blockwise top-K (queries x corpus blocks).
+    block_rows: int = 4096
+    als: AlsConf = field(default_factory=AlsConf)
+
+
+@dataclass
+class RecommendConf:
+    k: int = 10
+    # Candidates per user the cross-encoder scores (the best by fused candidate score).
+    rerank_top: int = 30
+    # final = blend * cross-encoder probability + (1 - blend) * candidate score / user's best.
+    blend: float = 0.7
+    # trained: <train.output_dir>/model; none: candidate scores only; or a local HF directory.
+    cross_encoder: str = "trained"
+    # Items never recommended again: interacted (any history pair), purchased, or none.
+    exclude: Literal["interacted", "purchased", "none"] = "interacted"
+    # Fraction of users (seeded hash) recommended for: quicker CPU runs.
+    user_sample: float = 1.0
+
+
+@dataclass
+class SearchConf:
+    k: int = 10
+    # Items retrieved by embedding similarity before the cross-encoder reranks them.
+    retrieve: int = 50
+    # Weight of the user's profile embedding added to the query's (personalisation).
+    profile_weight: float = 0.3
+    # final = blend * cross-encoder probability + (1 - blend) * (cosine + 1) / 2.
+    blend: float = 0.5
+    # JSON-lines file of queries {"query_id", "text", "user_id"?} for the batch job.
+    queries: str = "conf/queries.jsonl"
+
+
+@dataclass
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
@@ -199,6 +288,11 @@ class Config:
     tokenize: TokenizeConf = field(default_factory=TokenizeConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
+    infer: InferConf = field(default_factory=InferConf)
+    embed: EmbedConf = field(default_factory=EmbedConf)
+    candidates: CandidatesConf = field(default_factory=CandidatesConf)
+    recommend: RecommendConf = field(default_factory=RecommendConf)
+    search: SearchConf = field(default_factory=SearchConf)
 
     @property
     def raw_root(self) -> str:
@@ -323,12 +417,20 @@ _POSITIVE = {
     "LoraConf": ("r", "alpha"),
     "TrainConf": ("num_proc", "epochs", "batch_size", "lr", "grad_accum", "max_grad_norm",
                   "log_every"),
+    "InferConf": ("batch_size", "arrow_batch_rows"),
+    "EmbedConf": ("max_length", "chunk_rows"),
+    "AlsConf": ("rank", "iterations"),
+    "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows"),
+    "RecommendConf": ("k", "rerank_top"),
+    "SearchConf": ("k", "retrieve"),
 }
 _FRACTIONS = {
     "SyntheticConf": ("cold_item_fraction", "cold_user_fraction", "bad_row_rate", "reviews_per_purchase"),
     "LoraConf": ("dropout",),
     "ExamplesConf": ("user_sample",),
     "TrainConf": ("warmup_ratio",),
+    "RecommendConf": ("blend", "user_sample"),
+    "SearchConf": ("blend",),
 }
 
 
@@ -346,9 +448,26 @@ def _check_ranges(obj: Any, prefix: str) -> None:
         _parse_date(obj.batch_date, f"{prefix}batch_date")
     if name == "InteractionsConf" and obj.half_life_days < 0:
         raise ConfigError(f"config key '{prefix}half_life_days' must be >= 0")
-    for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha"):
+    for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha", "threads",
+                "reg", "alpha", "profile_weight"):
         if getattr(obj, key, 0) < 0:
             raise ConfigError(f"config key '{prefix}{key}' must be >= 0, got {getattr(obj, key)}")
+    if name == "InferConf":
+        bad = [s for s in obj.history_splits.split(",") if s.strip() not in ("train", "val", "test")]
+        if bad or not obj.history_splits.strip():
+            raise ConfigError(f"config key '{prefix}history_splits' must list splits of train, val, "
+                              f"test, got {obj.history_splits!r}")
+    if name == "CandidatesConf":
+        unknown = sorted(set(obj.weights) - set(CANDIDATE_SOURCES))
+        if unknown or any(w < 0 for w in obj.weights.values()):
+            raise ConfigError(f"config key '{prefix}weights' takes sources {', '.join(CANDIDATE_SOURCES)} "
+                              f"with weights >= 0, got {obj.weights}")
+        if obj.per_user < obj.per_source:
+            raise ConfigError(f"config key '{prefix}per_user' must be >= per_source")
+    if name == "RecommendConf" and obj.rerank_top < obj.k:
+        raise ConfigError(f"config key '{prefix}rerank_top' must be >= k")
+    if name == "SearchConf" and obj.retrieve < obj.k:
+        raise ConfigError(f"config key '{prefix}retrieve' must be >= k")
     if name == "TokenizeConf" and obj.rows_per_file < obj.row_group_rows:
         raise ConfigError(f"config key '{prefix}rows_per_file' must be >= row_group_rows")
 

@@ -5,6 +5,7 @@ Each takes (spark, cfg, args) and returns a JSON-able summary of what it did.
 from __future__ import annotations
 
 import json
+import os
 from argparse import ArgumentParser, Namespace
 
 from llmrec.cli import parse_dates
@@ -105,6 +106,62 @@ def train(spark, cfg: Config, args: Namespace) -> dict:
             "test_auc": test.get("auc"), "epochs": len(result["epochs"])}
 
 
+def embed(spark, cfg: Config, args: Namespace) -> dict:
+    """Catalog and user embeddings, incremental (new or changed texts only) and resumable."""
+    from llmrec.infer import backfill
+
+    with stage("embed", spark) as st:
+        result = backfill.run(spark, cfg)
+        st.count(rows_in=result["items"]["embedded"] + result["users"]["embedded"])
+    return result
+
+
+def candidates(spark, cfg: Config, args: Namespace) -> dict:
+    """ALS, co-occurrence, content and profile neighbours, popularity -> gold.candidates."""
+    from llmrec.infer import candidates as cands
+
+    with stage("candidates", spark) as st:
+        result = cands.build(spark, cfg)
+        st.count(rows=result["rows"])
+    return result
+
+
+def recommend(spark, cfg: Config, args: Namespace) -> dict:
+    """Cross-encoder reranking of the candidates -> top-K per user in gold.recommendations."""
+    from llmrec.infer import rank
+
+    with stage("recommend", spark) as st:
+        result = rank.recommend(spark, cfg)
+        st.count(rows=result["rows"])
+    return result
+
+
+def search(spark, cfg: Config, args: Namespace) -> dict:
+    """Query texts (optionally with a user) -> top-K items, into gold.search_results."""
+    from llmrec.infer import search as search_mod
+
+    query = getattr(args, "query", None)
+    if query:
+        queries = [{"query_id": "1", "query": query, "user_id": getattr(args, "user", None)}]
+        batch = getattr(args, "batch", None) or "adhoc"
+    else:
+        path = getattr(args, "queries", None) or cfg.search.queries
+        queries = search_mod.read_queries(spark, path)
+        batch = getattr(args, "batch", None) or os.path.splitext(os.path.basename(path))[0]
+    with stage("search", spark) as st:
+        result = search_mod.search(spark, cfg, queries, batch)
+        st.count(rows_in=len(queries))
+    return result
+
+
+def search_args(parser: ArgumentParser) -> None:
+    parser.add_argument("--query", help="one query text (instead of the search.queries file)")
+    parser.add_argument("--user", help="with --query: the user id to personalise for")
+    parser.add_argument("--queries", help="JSON-lines file of queries (default: search.queries)")
+    parser.add_argument("--batch", help="name of this batch in gold.search_results "
+                                        "(default: the file's name, or 'adhoc')")
+
+
 def force_arg(parser: ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="redo the work even if the outputs are up to date")
@@ -118,7 +175,8 @@ def date_args(parser: ArgumentParser) -> None:
 # Pipeline order. generate runs only for the synthetic source.
 PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
             ("interactions", interactions), ("examples", examples), ("tokenize", tokenize),
-            ("train", train))
+            ("train", train), ("embed", embed), ("candidates", candidates),
+            ("recommend", recommend), ("search", search))
 
 
 def pipeline(spark, cfg: Config, args: Namespace) -> dict:

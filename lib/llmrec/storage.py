@@ -100,3 +100,12 @@ def arrow_fs(path: str):
 def absolute(path: str) -> str:
     """A path executors can use: local paths made absolute, URIs unchanged."""
     return os.path.abspath(local_path(path)) if is_local(path) else path
+
+
+def remove_tree(path: str) -> None:
+    """Deletes a folder (local or URI) if it exists."""
+    fs, p = arrow_fs(path)
+    try:
+        fs.delete_dir(p)
+    except FileNotFoundError:
+        pass

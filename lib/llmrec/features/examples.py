@@ -41,7 +41,8 @@ NEGATIVES_SCHEMA = T.StructType([
 
 
 def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(item_idx, category, item_text, phrase): the candidate text and the history phrase."""
+    """(item_idx, item_id, category, item_text, phrase): the candidate text and the history
+    phrase."""
     items = tables.read(spark, cfg, SILVER_ITEMS).join(
         tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id")
     q = items.agg(F.percentile("price", [0.25, 0.5, 0.75]).alias("q")).first()["q"] or [None] * 3
@@ -57,10 +58,11 @@ def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
                             labelled("Brand: ", F.col("brand")), labelled("Price: ", band),
                             description)
     phrase = F.concat_ws(" ", F.col("title"), F.concat(F.lit("("), F.col("category"), F.lit(")")))
-    return items.select("item_idx", "category", item_text.alias("item_text"), phrase.alias("phrase"))
+    return items.select("item_idx", "item_id", "category", item_text.alias("item_text"),
+                        phrase.alias("phrase"))
 
 
-def _actions(spark: SparkSession, cfg: Config) -> DataFrame:
+def actions(spark: SparkSession, cfg: Config) -> DataFrame:
     """(user_idx, item_idx, action): the strongest event type of each pair, as a phrase."""
     strength = map_lookup({k: s for k, (s, _) in ACTIONS.items()}, F.col("event_type"))
     events = tables.read(spark, cfg, SILVER_EVENTS) \
@@ -76,7 +78,7 @@ def sequences(spark: SparkSession, cfg: Config) -> DataFrame:
     order = map_lookup(SPLIT_ORDER, F.col("split"))
     by_user = Window.partitionBy("user_idx").orderBy("first_ts", "item_idx")
     return tables.read(spark, cfg, INTERACTIONS) \
-        .join(_actions(spark, cfg), ["user_idx", "item_idx"], "left") \
+        .join(actions(spark, cfg), ["user_idx", "item_idx"], "left") \
         .select("user_idx", "item_idx", "weight", "split", order.alias("s_ord"),
                 F.coalesce("action", F.lit("reviewed")).alias("action"),
                 F.row_number().over(by_user).alias("pos"))
@@ -99,6 +101,19 @@ def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
         "split", "user_idx", F.col("item_idx").alias("target_idx"), "pos", "s_ord")
 
 
+def _history_text(hist: DataFrame, keys: list[str], phrases: DataFrame, history_len: int) -> DataFrame:
+    """keys + user_text from history rows (keys..., hpos, item_idx, action): the newest
+    `history_len` items, newest first, "Recent activity: bought X (Category); viewed Y ..."."""
+    newest = Window.partitionBy(*keys).orderBy(F.col("hpos").desc())
+    hist = hist.withColumn("_r", F.row_number().over(newest)).where(F.col("_r") <= history_len) \
+        .join(phrases.select("item_idx", "phrase"), "item_idx") \
+        .select(*keys, F.struct("hpos", F.concat_ws(" ", "action", "phrase").alias("p")).alias("e"))
+    return hist.groupBy(*keys).agg(
+        F.concat(F.lit("Recent activity: "), F.concat_ws(
+            "; ", F.transform(F.sort_array(F.collect_list("e"), asc=False), lambda e: e["p"])))
+        .alias("user_text"))
+
+
 def user_texts(seq: DataFrame, tgt: DataFrame, phrases: DataFrame, history_len: int) -> DataFrame:
     """(split, user_idx, target_idx, user_text): the newest allowed history, newest first."""
     t, h = tgt.alias("t"), seq.alias("h")
@@ -107,19 +122,18 @@ def user_texts(seq: DataFrame, tgt: DataFrame, phrases: DataFrame, history_len: 
     hist = t.join(h, (F.col("t.user_idx") == F.col("h.user_idx")) & visible).select(
         "t.split", "t.user_idx", "t.target_idx", F.col("h.pos").alias("hpos"),
         F.col("h.item_idx").alias("item_idx"), F.col("h.action").alias("action"))
-    newest = Window.partitionBy("split", "user_idx", "target_idx").orderBy(F.col("hpos").desc())
-    hist = hist.withColumn("_r", F.row_number().over(newest)).where(F.col("_r") <= history_len) \
-        .join(phrases.select("item_idx", "phrase"), "item_idx") \
-        .select("split", "user_idx", "target_idx",
-                F.struct("hpos", F.concat_ws(" ", "action", "phrase").alias("p")).alias("e"))
-    text = hist.groupBy("split", "user_idx", "target_idx").agg(
-        F.concat(F.lit("Recent activity: "), F.concat_ws(
-            "; ", F.transform(F.sort_array(F.collect_list("e"), asc=False), lambda e: e["p"])))
-        .alias("user_text"))
-    return tgt.select("split", "user_idx", "target_idx").join(
-        text, ["split", "user_idx", "target_idx"], "left") \
-        .select("split", "user_idx", "target_idx",
-                F.coalesce("user_text", F.lit(NO_HISTORY)).alias("user_text"))
+    keys = ["split", "user_idx", "target_idx"]
+    text = _history_text(hist, keys, phrases, history_len)
+    return tgt.select(*keys).join(text, keys, "left") \
+        .select(*keys, F.coalesce("user_text", F.lit(NO_HISTORY)).alias("user_text"))
+
+
+def profile_texts(seq: DataFrame, phrases: DataFrame, splits: list[str], history_len: int) -> DataFrame:
+    """(user_idx, user_text) for serving: the user's newest items of `splits`, in the
+    format the cross-encoder was trained on. Users without such history are absent."""
+    hist = seq.where(F.col("split").isin(splits)).select(
+        "user_idx", F.col("pos").alias("hpos"), "item_idx", "action")
+    return _history_text(hist, ["user_idx"], phrases, history_len)
 
 
 def _uniforms(seed: int, user: int, target: int, n: int) -> np.ndarray:

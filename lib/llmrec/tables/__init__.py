@@ -101,11 +101,16 @@ def _key_condition(table: Table, extra: str = "") -> str:
     return f"{cond} AND {extra}" if extra else cond
 
 
-def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
-    """Rows the table's latest commit added (a MERGE's inserts or a plain write's rows)."""
+def last_commit_metrics(spark: SparkSession, cfg: Config, table: Table) -> dict:
+    """The operation metrics of the table's latest commit (numOutputRows, numTargetRows*...)."""
     from delta.tables import DeltaTable
 
-    metrics = DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
+    return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
+
+
+def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
+    """Rows the table's latest commit added (a MERGE's inserts or a plain write's rows)."""
+    metrics = last_commit_metrics(spark, cfg, table)
     return int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)))
 
 

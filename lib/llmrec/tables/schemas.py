@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyspark.sql.types import (
-    DateType, DoubleType, IntegerType, LongType, MapType, StringType, StructField,
-    StructType, TimestampType,
+    ArrayType, DateType, DoubleType, FloatType, IntegerType, LongType, MapType, StringType,
+    StructField, StructType, TimestampType,
 )
 
 
@@ -103,6 +103,54 @@ EXAMPLES = Table("gold", "examples", _schema(
     ("split", S, False),
 ), partition_by=("split",), key=("split", "user_idx", "target_idx", "item_idx"))
 
+VECTOR = ArrayType(FloatType())
+
+# Embeddings (mean-pooled, L2-normalised) of the text in `text`; `text_hash` and `model`
+# (name, weights hash, max length) decide whether a backfill must embed a row again.
+ITEM_EMBEDDINGS = Table("gold", "item_embeddings", _schema(
+    ("item_idx", L, False), ("item_id", S, False), ("text", S, False), ("text_hash", S, False),
+    ("vector", VECTOR, False), ("model", S, False), ("updated_at", T, False),
+), key=("item_idx",))
+
+# A user's embedding from the text of their recent history (infer.history_splits).
+USER_EMBEDDINGS = Table("gold", "user_embeddings", _schema(
+    ("user_idx", L, False), ("user_id", S, False), ("text", S, False), ("text_hash", S, False),
+    ("vector", VECTOR, False), ("model", S, False), ("updated_at", T, False),
+), key=("user_idx",))
+
+# Each item's nearest items (kind: content = embedding cosine, cooc = co-occurrence cosine).
+ITEM_NEIGHBORS = Table("gold", "item_neighbors", _schema(
+    ("kind", S, False), ("item_idx", L, False), ("rank", I, False), ("neighbor_idx", L, False),
+    ("score", D, False),
+), partition_by=("kind",), key=("kind", "item_idx", "neighbor_idx"))
+
+# Most popular items per segment (a user's dominant top-level category; "*" = everyone).
+POPULAR_ITEMS = Table("gold", "popular_items", _schema(
+    ("segment", S, False), ("rank", I, False), ("item_idx", L, False), ("score", D, False),
+), key=("segment", "item_idx"))
+
+# Candidates per user, merged over sources by reciprocal-rank fusion; `source` is the
+# source that ranked the item best, `source_ranks` every source's rank of it.
+CANDIDATES = Table("gold", "candidates", _schema(
+    ("user_idx", L, False), ("item_idx", L, False), ("score", D, False), ("source", S, False),
+    ("source_ranks", MapType(S, I), False),
+), key=("user_idx", "item_idx"))
+
+# Top-K per user. reason is filled in by the explain job.
+RECOMMENDATIONS = Table("gold", "recommendations", _schema(
+    ("user_idx", L, False), ("user_id", S, False), ("rank", I, False), ("item_idx", L, False),
+    ("item_id", S, False), ("score", D, False), ("ce_score", D, True), ("cand_score", D, False),
+    ("source", S, False), ("sources", ArrayType(S), False), ("reason", S, True),
+    ("model", S, False), ("generated_at", T, False),
+), key=("user_idx", "rank"))
+
+# Batch search results; one partition per batch of queries, replaced when it is rerun.
+SEARCH_RESULTS = Table("gold", "search_results", _schema(
+    ("batch", S, False), ("query_id", S, False), ("query", S, False), ("user_id", S, True),
+    ("rank", I, False), ("item_idx", L, False), ("item_id", S, False), ("score", D, False),
+    ("retrieval_score", D, False), ("ce_score", D, True),
+), partition_by=("batch",), key=("batch", "query_id", "rank"))
+
 # A row each time a stage finished an (entity, dt): what incremental runs skip.
 LEDGER = Table("meta", "ledger", _schema(
     ("stage", S, False), ("entity", S, False), ("dt", DT, False), ("rows_in", L, True),
@@ -110,6 +158,8 @@ LEDGER = Table("meta", "ledger", _schema(
 ), key=("stage", "entity", "dt"))
 
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
-       SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, LEDGER)
+       SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, ITEM_EMBEDDINGS,
+       USER_EMBEDDINGS, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS,
+       SEARCH_RESULTS, LEDGER)
 BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
 SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}

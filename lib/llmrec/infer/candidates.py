@@ -1,0 +1,219 @@
+"""Candidate generation: several cheap sources propose items per user, merged by
+reciprocal-rank fusion into gold.candidates, which the cross-encoder then ranks.
+
+Sources (each proposes `candidates.per_source` items a user has not had):
+  als      Spark ALS on implicit weights (user factors x item factors, blockwise top-K)
+  cooc     neighbours by co-occurrence (cosine of co-interaction counts) of the user's
+           newest history items, each neighbour scored by sum(history weight x similarity)
+  content  the same over embedding neighbours: reaches new items that nobody has touched
+  profile  the user's history-text embedding against every item embedding
+  popular  the most popular items of the user's segment (dominant top-level category;
+           users without history: everyone's most popular)
+
+History is the interactions of `infer.history_splits`; the test split stays unseen.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from llmrec import tables
+from llmrec.conf import CANDIDATE_SOURCES, Config
+from llmrec.features import examples as ex, map_lookup
+from llmrec.infer.backfill import history_splits
+from llmrec.infer.topk import topk
+from llmrec.progress import log
+from llmrec.tables.schemas import (
+    CANDIDATES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, ITEM_NEIGHBORS, POPULAR_ITEMS,
+    SILVER_ITEMS, USER_EMBEDDINGS, USER_INDEX,
+)
+
+EVERYONE = "*"
+
+
+def history(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(user_idx, item_idx, weight, last_ts, purchased) of the serving history."""
+    bought = ex.actions(spark, cfg).where(F.col("action") == ex.ACTIONS["purchase"][1]) \
+        .select("user_idx", "item_idx", F.lit(True).alias("purchased"))
+    return tables.read(spark, cfg, INTERACTIONS).where(F.col("split").isin(history_splits(cfg))) \
+        .join(bought, ["user_idx", "item_idx"], "left") \
+        .select("user_idx", "item_idx", "weight", "last_ts",
+                F.coalesce("purchased", F.lit(False)).alias("purchased"))
+
+
+def exclusions(hist: DataFrame, mode: str) -> DataFrame:
+    """(user_idx, item_idx) pairs never to recommend (recommend.exclude)."""
+    if mode == "interacted":
+        return hist.select("user_idx", "item_idx")
+    if mode == "purchased":
+        return hist.where("purchased").select("user_idx", "item_idx")
+    return hist.select("user_idx", "item_idx").limit(0)
+
+
+def recent_positive(hist: DataFrame, n: int) -> DataFrame:
+    """(user_idx, item_idx, weight): each user's newest n positively weighted items."""
+    newest = Window.partitionBy("user_idx").orderBy(F.col("last_ts").desc(), F.col("item_idx"))
+    return hist.where(F.col("weight") > 0).withColumn("_r", F.row_number().over(newest)) \
+        .where(F.col("_r") <= n).select("user_idx", "item_idx", "weight")
+
+
+def _top_per(df: DataFrame, key: str, n: int, score: str = "score", tie: str = "item_idx") -> DataFrame:
+    best = Window.partitionBy(key).orderBy(F.col(score).desc(), F.col(tie))
+    return df.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= n)
+
+
+def segments(spark: SparkSession, cfg: Config, hist: DataFrame) -> DataFrame:
+    """(user_idx, segment): the top-level category a user's history weighs most in."""
+    top_level = F.trim(F.split(F.coalesce("category", F.lit("Other")), ">").getItem(0))
+    items = tables.read(spark, cfg, SILVER_ITEMS).join(
+        tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id") \
+        .select("item_idx", top_level.alias("segment"))
+    per = hist.where(F.col("weight") > 0).join(items, "item_idx") \
+        .groupBy("user_idx", "segment").agg(F.sum("weight").alias("score"))
+    return _top_per(per, "user_idx", 1, tie="segment").select("user_idx", "segment")
+
+
+def popular(hist: DataFrame, segs: DataFrame, n: int) -> DataFrame:
+    """(segment, rank, item_idx, score): items by summed positive weight among the
+    segment's users, and among everyone (segment "*")."""
+    pos = hist.where(F.col("weight") > 0).join(segs, "user_idx")
+    per_seg = pos.groupBy("segment", "item_idx").agg(F.sum("weight").alias("score"))
+    everyone = pos.groupBy("item_idx").agg(F.sum("weight").alias("score")) \
+        .withColumn("segment", F.lit(EVERYONE))
+    return _top_per(per_seg.unionByName(everyone), "segment", n) \
+        .select("segment", F.col("rank").cast("int"), "item_idx", F.col("score").cast("double"))
+
+
+def cooc_neighbors(recent: DataFrame, n: int) -> DataFrame:
+    """(item_idx, neighbor_idx, score, rank): cosine of co-interaction counts, best n per item."""
+    a, b = recent.select("user_idx", "item_idx"), recent.select("user_idx", F.col("item_idx").alias("neighbor_idx"))
+    counts = a.join(b, "user_idx").where(F.col("item_idx") != F.col("neighbor_idx")) \
+        .groupBy("item_idx", "neighbor_idx").count()
+    users = recent.groupBy("item_idx").agg(F.count("*").alias("n"))
+    sim = counts.join(users, "item_idx").join(
+        users.select(F.col("item_idx").alias("neighbor_idx"), F.col("n").alias("m")), "neighbor_idx") \
+        .select("item_idx", "neighbor_idx", (F.col("count") / F.sqrt(F.col("n") * F.col("m"))).alias("score"))
+    return _top_per(sim, "item_idx", n, tie="neighbor_idx")
+
+
+def content_neighbors(item_vectors: DataFrame, n: int, block_rows: int) -> DataFrame:
+    """(item_idx, neighbor_idx, score, rank): cosine of item embeddings, best n per item."""
+    queries = item_vectors.select("item_idx", "vector", F.array("item_idx").alias("self"))
+    return topk(queries, item_vectors, n, block_rows, "item_idx", "item_idx", exclude="self") \
+        .select(F.col("qid").alias("item_idx"), F.col("cid").alias("neighbor_idx"), "score", "rank")
+
+
+def from_neighbors(recent: DataFrame, neighbors: DataFrame, excluded: DataFrame) -> DataFrame:
+    """(user_idx, item_idx, score): sum over the user's recent items h of weight(h) x sim(h, item)."""
+    votes = recent.join(neighbors, "item_idx").groupBy("user_idx", "neighbor_idx") \
+        .agg(F.sum(F.col("weight") * F.col("score")).alias("score")) \
+        .withColumnRenamed("neighbor_idx", "item_idx")
+    return votes.join(excluded, ["user_idx", "item_idx"], "left_anti")
+
+
+def _excluded_lists(excluded: DataFrame) -> DataFrame:
+    return excluded.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
+
+
+def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: DataFrame, n: int) -> DataFrame:
+    from pyspark.ml.recommendation import ALS
+
+    conf = cfg.candidates.als
+    train = hist.where(F.col("weight") > 0).select(
+        F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), F.col("weight").cast("float"))
+    model = ALS(rank=conf.rank, maxIter=conf.iterations, regParam=conf.reg, alpha=conf.alpha,
+                implicitPrefs=True, seed=conf.seed, userCol="user_idx", itemCol="item_idx",
+                ratingCol="weight", coldStartStrategy="drop").fit(train)
+    users = model.userFactors.select(F.col("id").cast("long").alias("user_idx"),
+                                     F.col("features").alias("vector")) \
+        .join(_excluded_lists(excluded), "user_idx", "left")
+    items = model.itemFactors.select(F.col("id").cast("long").alias("item_idx"), F.col("features").alias("vector"))
+    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
+        .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
+
+
+def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int) -> DataFrame:
+    users = tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector") \
+        .join(_excluded_lists(excluded), "user_idx", "left")
+    items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
+    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
+        .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
+
+
+def popular_scores(users: DataFrame, segs: DataFrame, pop: DataFrame, excluded: DataFrame) -> DataFrame:
+    """The user's segment's popular items (everyone's for users without a segment)."""
+    seg = users.join(segs, "user_idx", "left").select("user_idx", F.coalesce("segment", F.lit(EVERYONE)).alias("segment"))
+    return seg.join(pop, "segment").select("user_idx", "item_idx", "score") \
+        .join(excluded, ["user_idx", "item_idx"], "left_anti")
+
+
+def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, per_source: int,
+         per_user: int) -> DataFrame:
+    """Reciprocal-rank fusion of the sources' (user_idx, item_idx, score) lists."""
+    ranked = None
+    for name, df in sources.items():
+        part = _top_per(df, "user_idx", per_source).select(
+            "user_idx", "item_idx", F.lit(name).alias("source"), F.col("rank").cast("int"))
+        ranked = part if ranked is None else ranked.unionByName(part)
+    weight = map_lookup({s: float(w) for s, w in weights.items()}, F.col("source"))
+    order = map_lookup({s: i for i, s in enumerate(CANDIDATE_SOURCES)}, F.col("source"))  # ties
+    merged = ranked.groupBy("user_idx", "item_idx").agg(
+        F.sum(weight / (F.lit(rrf_k) + F.col("rank"))).alias("score"),
+        F.min(F.struct("rank", order.alias("o"), "source")).alias("best"),
+        F.map_from_entries(F.collect_list(F.struct("source", "rank"))).alias("source_ranks"))
+    return _top_per(merged, "user_idx", per_user).select(
+        "user_idx", "item_idx", "score", F.col("best.source").alias("source"), "source_ranks")
+
+
+def build(spark: SparkSession, cfg: Config) -> dict:
+    """Writes gold.item_neighbors, gold.popular_items and gold.candidates."""
+    conf = cfg.candidates
+    on = {s: w for s, w in conf.weights.items() if w > 0}
+    hist = history(spark, cfg).cache()
+    excluded = exclusions(hist, cfg.recommend.exclude).cache()
+    recent = recent_positive(hist, conf.history_items).cache()
+    users = tables.read(spark, cfg, USER_INDEX).select("user_idx")
+    segs = segments(spark, cfg, hist).cache()
+    pop = popular(hist, segs, conf.per_source * 3)
+    tables.overwrite(pop, cfg, POPULAR_ITEMS)
+    pop = tables.read(spark, cfg, POPULAR_ITEMS)
+
+    sources: dict[str, DataFrame] = {}
+    if "cooc" in on:
+        tables.overwrite_partitions(cooc_neighbors(recent, conf.neighbors).withColumn("kind", F.lit("cooc")),
+                                    cfg, ITEM_NEIGHBORS, kind=["cooc"])
+    if "content" in on:
+        vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
+        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf.block_rows)
+                                    .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
+    for kind in ("cooc", "content"):
+        if kind in on:
+            nb = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == kind)
+            sources[kind] = from_neighbors(recent, nb.select("item_idx", "neighbor_idx", "score"), excluded)
+    if "als" in on:
+        sources["als"] = als_scores(spark, cfg, hist, excluded, conf.per_source)
+    if "profile" in on:
+        sources["profile"] = profile_scores(spark, cfg, excluded, conf.per_source)
+    if "popular" in on:
+        sources["popular"] = popular_scores(users, segs, pop, excluded)
+    if not sources:
+        raise ValueError("candidates.weights turns every source off")
+    tables.overwrite(fuse(sources, on, conf.rrf_k, conf.per_source, conf.per_user), cfg, CANDIDATES)
+    for df in (hist, excluded, recent, segs):
+        df.unpersist()
+    return stats(spark, cfg)
+
+
+def stats(spark: SparkSession, cfg: Config) -> dict:
+    cands = tables.read(spark, cfg, CANDIDATES)
+    row = cands.agg(F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows"),
+                    F.countDistinct("item_idx").alias("items")).first()
+    by_source = {r["source"]: r["count"] for r in cands.select(F.explode(F.map_keys("source_ranks"))
+                                                                .alias("source")).groupBy("source").count().collect()}
+    best = {r["source"]: r["count"] for r in cands.groupBy("source").count().collect()}
+    out = {"users": row["users"], "rows": row["rows"], "items": row["items"],
+           "proposed_by_source": by_source, "best_source": best}
+    log.info("candidates: %s users, %s rows (%.1f a user), %s distinct items; proposed by %s",
+             f"{row['users']:,}", f"{row['rows']:,}", row["rows"] / max(row["users"], 1),
+             f"{row['items']:,}", ", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items())))
+    return out

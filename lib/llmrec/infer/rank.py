@@ -1,0 +1,124 @@
+"""Hybrid ranking: the fine-tuned cross-encoder scores each user's best candidates in a
+pandas UDF, blended with the fused candidate score, top-K per user into
+gold.recommendations (ties: the smaller item index first, so reruns are identical).
+
+final = blend x sigmoid(cross-encoder logit) + (1 - blend) x candidate score / user's best
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from llmrec import tables
+from llmrec.conf import Config
+from llmrec.features import examples as ex
+from llmrec.infer import backfill, engine
+from llmrec.infer.candidates import exclusions, history
+from llmrec.progress import log
+from llmrec.tables.schemas import CANDIDATES, ITEM_INDEX, RECOMMENDATIONS, USER_INDEX
+
+TASK_ROWS = 2_000
+
+
+def cross_encoder(cfg: Config) -> str | None:
+    """The cross-encoder's directory (recommend.cross_encoder), or None for `none`."""
+    choice = cfg.recommend.cross_encoder
+    if choice == "none":
+        return None
+    if choice == "trained":
+        from llmrec.train.launch import output_dir
+
+        path = os.path.join(output_dir(cfg), "model")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"no trained cross-encoder at {path}: run the train job first "
+                                    "(or set recommend.cross_encoder=none or a model directory)")
+        return path
+    return choice
+
+
+def score_ref(cfg: Config, path: str, load_log: str | None = None) -> engine.ModelRef:
+    """Scores with the sequence length and truncation the model was trained with."""
+    tok = cfg.tokenize
+    saved = os.path.join(path, "llmrec_config.json")
+    if os.path.isfile(saved):
+        with open(saved) as fh:
+            trained = json.load(fh).get("tokenize", {})
+        max_length, truncation = trained.get("max_length", tok.max_length), trained.get("truncation", tok.truncation)
+    else:
+        max_length, truncation = tok.max_length, tok.truncation
+    return engine.score_ref(cfg, path, max_length, truncation, load_log)
+
+
+def sample_users(df: DataFrame, cfg: Config) -> DataFrame:
+    fraction = cfg.recommend.user_sample
+    if fraction >= 1.0:
+        return df
+    bucket = F.pmod(F.xxhash64(F.lit(cfg.examples.seed + 1), F.col("user_idx")), F.lit(1_000_000))
+    return df.where(bucket < int(fraction * 1_000_000))
+
+
+def with_ce_scores(spark: SparkSession, pairs: DataFrame, ref: engine.ModelRef | None) -> DataFrame:
+    """pairs (first, second, ...) + ce_score = sigmoid(logit), or null without a model."""
+    if ref is None:
+        return pairs.withColumn("ce_score", F.lit(None).cast("double"))
+    # Whole rounds of tasks over the cores: a lone last task would leave cores idle.
+    cores = spark.sparkContext.defaultParallelism
+    parts = cores * max(1, math.ceil(pairs.count() / (TASK_ROWS * cores)))
+    logit = engine.score_udf(ref)("first", "second")
+    return pairs.repartition(parts).withColumn("ce_score", F.lit(1.0) / (F.lit(1.0) + F.exp(-logit.cast("double"))))
+
+
+def blend(ce: str, other: str, weight: float) -> F.Column:
+    """weight x ce + (1 - weight) x other; `other` alone where there is no ce score."""
+    return F.when(F.col(ce).isNull(), F.col(other)) \
+        .otherwise(F.lit(weight) * F.col(ce) + F.lit(1.0 - weight) * F.col(other))
+
+
+def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> dict:
+    conf = cfg.recommend
+    path = cross_encoder(cfg)
+    ref = score_ref(cfg, path, load_log) if path else None
+    engine.arrow_batch(spark, cfg)
+    best = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
+    cands = sample_users(tables.read(spark, cfg, CANDIDATES), cfg) \
+        .withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= conf.rerank_top) \
+        .join(exclusions(history(spark, cfg), conf.exclude), ["user_idx", "item_idx"], "left_anti")
+    users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
+    items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
+    pairs = cands.join(users, "user_idx", "left").join(items, "item_idx") \
+        .withColumn("first", F.coalesce("first", F.lit(ex.NO_HISTORY)))
+    scored = with_ce_scores(spark, pairs, ref) \
+        .withColumn("cand_score", F.col("score") / F.max("score").over(Window.partitionBy("user_idx"))) \
+        .withColumn("final", blend("ce_score", "cand_score", conf.blend))
+    top = Window.partitionBy("user_idx").orderBy(F.col("final").desc(), F.col("item_idx"))
+    recs = scored.withColumn("rank", F.row_number().over(top)).where(F.col("rank") <= conf.k) \
+        .join(tables.read(spark, cfg, USER_INDEX).select("user_idx", "user_id"), "user_idx") \
+        .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
+        .select("user_idx", "user_id", "rank", "item_idx", "item_id", F.col("final").alias("score"),
+                "ce_score", "cand_score", "source",
+                F.array_sort(F.map_keys("source_ranks")).alias("sources"),
+                F.lit(None).cast("string").alias("reason"),
+                F.lit(engine.model_id(ref) if ref else "candidates-only").alias("model"),
+                F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).alias("generated_at"))
+    tables.overwrite(recs, cfg, RECOMMENDATIONS)
+    return stats(spark, cfg)
+
+
+def stats(spark: SparkSession, cfg: Config) -> dict:
+    recs = tables.read(spark, cfg, RECOMMENDATIONS)
+    row = recs.agg(F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows"),
+                   F.countDistinct("item_idx").alias("items"), F.avg("ce_score").alias("ce")).first()
+    catalog = tables.read(spark, cfg, ITEM_INDEX).count()
+    by_source = {r["source"]: r["count"] for r in recs.groupBy("source").count().collect()}
+    out = {"users": row["users"], "rows": row["rows"], "distinct_items": row["items"],
+           "catalog_coverage": round(row["items"] / max(catalog, 1), 4), "by_source": by_source,
+           "mean_ce_score": None if row["ce"] is None else round(row["ce"], 4)}
+    log.info("recommend: %s users, %s rows, %s distinct items (%.1f%% of the catalog); best source %s",
+             f"{row['users']:,}", f"{row['rows']:,}", f"{row['items']:,}", 100 * out["catalog_coverage"],
+             ", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items())))
+    return out
