@@ -252,8 +252,14 @@ class CandidatesConf:
 @dataclass
 class RecommendConf:
     k: int = 10
-    # Candidates per user the cross-encoder scores (the best by fused candidate score).
+    # Candidates per user the cross-encoder scores: the best rerank_top by fused score,
+    # plus each source's best rerank_per_source (so a lone source's pick, such as a new
+    # item only content similarity knows, still reaches the cross-encoder).
     rerank_top: int = 30
+    rerank_per_source: int = 2
+    # Of the k places, up to this many go to the best-scored new items (no interactions
+    # yet) among the user's scored candidates: cold items get shown and can earn history.
+    new_item_slots: int = 1
     # final = blend * cross-encoder probability + (1 - blend) * candidate score / user's best.
     blend: float = 0.7
     # trained: <train.output_dir>/model; none: candidate scores only; or a local HF directory.
@@ -449,7 +455,7 @@ def _check_ranges(obj: Any, prefix: str) -> None:
     if name == "InteractionsConf" and obj.half_life_days < 0:
         raise ConfigError(f"config key '{prefix}half_life_days' must be >= 0")
     for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha", "threads",
-                "reg", "alpha", "profile_weight"):
+                "reg", "alpha", "profile_weight", "rerank_per_source", "new_item_slots"):
         if getattr(obj, key, 0) < 0:
             raise ConfigError(f"config key '{prefix}{key}' must be >= 0, got {getattr(obj, key)}")
     if name == "InferConf":
@@ -464,6 +470,8 @@ def _check_ranges(obj: Any, prefix: str) -> None:
                               f"with weights >= 0, got {obj.weights}")
         if obj.per_user < obj.per_source:
             raise ConfigError(f"config key '{prefix}per_user' must be >= per_source")
+    if name == "RecommendConf" and obj.new_item_slots > obj.k:
+        raise ConfigError(f"config key '{prefix}new_item_slots' must be <= k")
     if name == "RecommendConf" and obj.rerank_top < obj.k:
         raise ConfigError(f"config key '{prefix}rerank_top' must be >= k")
     if name == "SearchConf" and obj.retrieve < obj.k:

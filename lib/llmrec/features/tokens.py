@@ -53,8 +53,8 @@ FILES_SCHEMA = T.StructType([
 def encode(tokenizer, first: list[str], second: list[str], max_length: int,
            truncation: str) -> dict[str, np.ndarray]:
     """Pairs -> int32 arrays (rows, max_length), padded to max_length."""
-    enc = tokenizer(list(first), list(second), max_length=max_length, truncation=truncation,
-                    padding="max_length", return_tensors="np")
+    enc = model_mod.tokenize_pairs(tokenizer, first, second, max_length, truncation,
+                                   "max_length", "np")
     return {c: enc[c].astype(np.int32) for c in TOKEN_COLUMNS}
 
 

@@ -176,8 +176,8 @@ def run(ref: ModelRef, first: list[str], second: list[str] | None = None) -> np.
             idx = order[start:start + ref.batch_size]
             a = [first[i] for i in idx]
             b = [second[i] for i in idx] if second is not None else None
-            enc = m.tokenizer(a, b, max_length=ref.max_length, padding=True, return_tensors="pt",
-                              truncation=ref.truncation if b is not None else True).to(m.device)
+            enc = model_mod.tokenize_pairs(m.tokenizer, a, b, ref.max_length, ref.truncation,
+                                           "longest", "pt").to(m.device)
             if ref.task == "embed":
                 hidden = m.model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)

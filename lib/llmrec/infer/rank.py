@@ -79,15 +79,36 @@ def blend(ce: str, other: str, weight: float) -> F.Column:
         .otherwise(F.lit(weight) * F.col(ce) + F.lit(1.0 - weight) * F.col(other))
 
 
+def rerank_pool(cands: DataFrame, conf) -> DataFrame:
+    """The user's best `rerank_top` by fused score plus every source's best `rerank_per_source`."""
+    best = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
+    source_best = F.exists(F.map_values("source_ranks"), lambda r: r <= conf.rerank_per_source)
+    return cands.withColumn("_r", F.row_number().over(best)) \
+        .where((F.col("_r") <= conf.rerank_top) | source_best).drop("_r")
+
+
+def top_k(scored: DataFrame, k: int, new_slots: int) -> DataFrame:
+    """Each user's k best by `final` (ties: smaller item), where the best `new_slots` new
+    items are always among the k; ranked by `final`."""
+    user = Window.partitionBy("user_idx")
+    by_final = [F.col("final").desc(), F.col("item_idx")]
+    new_rank = F.row_number().over(Window.partitionBy("user_idx", "new_item").orderBy(*by_final))
+    reserved = F.col("new_item") & (new_rank <= new_slots)
+    chosen = scored.withColumn("_p", F.when(reserved, 0).otherwise(1)) \
+        .withColumn("_c", F.row_number().over(user.orderBy("_p", *by_final))).where(F.col("_c") <= k)
+    return chosen.withColumn("rank", F.row_number().over(user.orderBy(*by_final))).drop("_p", "_c")
+
+
 def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> dict:
     conf = cfg.recommend
     path = cross_encoder(cfg)
     ref = score_ref(cfg, path, load_log) if path else None
     engine.arrow_batch(spark, cfg)
-    best = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
-    cands = sample_users(tables.read(spark, cfg, CANDIDATES), cfg) \
-        .withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= conf.rerank_top) \
-        .join(exclusions(history(spark, cfg), conf.exclude), ["user_idx", "item_idx"], "left_anti")
+    hist = history(spark, cfg)
+    cands = rerank_pool(sample_users(tables.read(spark, cfg, CANDIDATES), cfg), conf) \
+        .join(exclusions(hist, conf.exclude), ["user_idx", "item_idx"], "left_anti") \
+        .join(hist.select("item_idx").distinct().withColumn("known", F.lit(True)), "item_idx", "left") \
+        .withColumn("new_item", F.col("known").isNull()).drop("known")
     users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
     items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
     pairs = cands.join(users, "user_idx", "left").join(items, "item_idx") \
@@ -95,8 +116,7 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
     scored = with_ce_scores(spark, pairs, ref) \
         .withColumn("cand_score", F.col("score") / F.max("score").over(Window.partitionBy("user_idx"))) \
         .withColumn("final", blend("ce_score", "cand_score", conf.blend))
-    top = Window.partitionBy("user_idx").orderBy(F.col("final").desc(), F.col("item_idx"))
-    recs = scored.withColumn("rank", F.row_number().over(top)).where(F.col("rank") <= conf.k) \
+    recs = top_k(scored, conf.k, conf.new_item_slots) \
         .join(tables.read(spark, cfg, USER_INDEX).select("user_idx", "user_id"), "user_idx") \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
         .select("user_idx", "user_id", "rank", "item_idx", "item_id", F.col("final").alias("score"),

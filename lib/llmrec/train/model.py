@@ -95,3 +95,23 @@ def exportable(model):
     if hasattr(model, "merge_and_unload"):  # peft
         model = model.merge_and_unload()
     return model
+
+
+def tokenize_pairs(tokenizer, first: list[str], second: list[str] | None, max_length: int,
+                   truncation: str, padding: str, return_tensors: str):
+    """Tokenizes texts or pairs. With only_first/only_second, a pair whose kept side alone
+    is longer than max_length cannot be cut that way (the tokenizer rejects the whole
+    batch): such rows are cut longest_first instead, the others as asked."""
+    kw = dict(max_length=max_length, padding=padding, return_tensors=return_tensors)
+    if second is None:
+        return tokenizer(list(first), truncation=True, **kw)
+    try:
+        return tokenizer(list(first), list(second), truncation=truncation, **kw)
+    except Exception:  # noqa: BLE001  (tokenizers raises a bare Exception)
+        rows = []
+        for a, b in zip(first, second):
+            try:
+                rows.append(tokenizer(a, b, truncation=truncation, max_length=max_length))
+            except Exception:  # noqa: BLE001
+                rows.append(tokenizer(a, b, truncation="longest_first", max_length=max_length))
+        return tokenizer.pad(rows, padding=padding, max_length=max_length, return_tensors=return_tensors)
