@@ -3,4 +3,4 @@ from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("pipeline", stages.pipeline)
+    run("pipeline", stages.pipeline, stages.pipeline_args)

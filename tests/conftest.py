@@ -52,3 +52,22 @@ def spark(tmp_path_factory):
 def cfg(tmp_path):
     """A fresh config whose storage root is a new temporary folder."""
     return make_config(tmp_path / "root")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random BERT cross-encoder saved as the train job saves one (inference tests
+    also use it as the embedding model: AutoModel loads its encoder)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from llmrec.train.model import TINY, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer("default")
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), num_labels=1,
+                                                     max_position_embeddings=128, **TINY))
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from argparse import ArgumentParser, Namespace
+from argparse import ArgumentParser, ArgumentTypeError, Namespace
 
 from llmrec.cli import parse_dates
 from llmrec.conf import Config, join
@@ -180,10 +180,27 @@ PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
 
 
 def pipeline(spark, cfg: Config, args: Namespace) -> dict:
-    """Every stage in order, on the configured source."""
+    """Every stage in order (or those of --stages), on the configured source."""
+    wanted = getattr(args, "stages", None) or [name for name, _ in PIPELINE]
     results = {}
     for name, body in PIPELINE:
-        if name == "generate" and cfg.source.kind != "synthetic":
+        if name not in wanted or (name == "generate" and cfg.source.kind != "synthetic"):
             continue
         results[name] = body(spark, cfg, args)
     return results
+
+
+def pipeline_args(parser: ArgumentParser) -> None:
+    names = [name for name, _ in PIPELINE]
+
+    def stage_list(text: str) -> list[str]:
+        chosen = [s.strip() for s in text.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in names]
+        if unknown or not chosen:
+            raise ArgumentTypeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; "
+                                    f"stages: {', '.join(names)}")
+        return chosen
+
+    parser.add_argument("--stages", type=stage_list, default=None,
+                        help="comma-separated stages to run, in pipeline order (default: all)")
+    force_arg(parser)

@@ -13,7 +13,10 @@ from pyspark.sql import functions as F
 
 from conftest import ROOT, make_config
 from llmrec import tables
-from llmrec.tables.schemas import EXAMPLES, INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER_EVENTS, USER_INDEX
+from llmrec.tables.schemas import (
+    EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, QUARANTINE, RECOMMENDATIONS, SEARCH_RESULTS,
+    SILVER_EVENTS, USER_INDEX,
+)
 
 pytestmark = pytest.mark.integration
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -88,18 +91,24 @@ def submit(job, *args, master=None, timeout=600):
     return done
 
 
-def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path):
+def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_dir):
     url, ui = cluster
     root = tmp_path / "root"
-    sets = [x for s in SHOP + [f"storage.root={root}"] for x in ("--set", s)]
-    for job in ("generate", "ingest", "clean", "interactions", "examples", "tokenize"):
+    models = [f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32",
+              "recommend.k=5", "recommend.rerank_top=10", "candidates.als.iterations=3"]
+    sets = [x for s in SHOP + models + [f"storage.root={root}"] for x in ("--set", s)]
+    data = submit("pipeline", "--stages", "generate,ingest,clean,interactions,examples,tokenize", *sets,
+                  master=url)
+    assert data.returncode == 0, f"pipeline failed:\n{data.output[-3000:]}"
+    assert "stage tokenize: done" in data.output and "stage train" not in data.output
+    for job in ("embed", "candidates", "recommend", "search"):
         done = submit(job, *sets, master=url)
         assert done.returncode == 0, f"{job} failed:\n{done.output[-3000:]}"
         assert f"job {job} finished" in done.output
     # the jobs really ran on the cluster: the master lists them as completed applications
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
         apps = json.load(resp)["completedapps"]
-    assert len(apps) >= 6
+    assert len(apps) >= 5
 
     cfg = make_config(root, *SHOP)
     events = tables.read(spark, cfg, SILVER_EVENTS)
@@ -119,6 +128,12 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path):
     shards = json.loads((root / "shards" / "manifest.json").read_text())
     assert {k: v["rows"] for k, v in shards["splits"].items()} == \
         {r.split: r["count"] for r in examples.groupBy("split").count().collect()}
+    # inference on the cluster's executors: every item embedded, top-5 for every user
+    assert tables.read(spark, cfg, ITEM_EMBEDDINGS).count() == 80
+    recs = tables.read(spark, cfg, RECOMMENDATIONS)
+    assert recs.select("user_idx").distinct().count() == tables.read(spark, cfg, USER_INDEX).count()
+    assert recs.groupBy("user_idx").agg(F.max("rank").alias("k")).where("k != 5").count() == 0
+    assert tables.read(spark, cfg, SEARCH_RESULTS).select("query_id").distinct().count() == 6
 
 
 def test_submit_help_and_clear_failures(tmp_path):

@@ -33,25 +33,6 @@ SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synth
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A tiny random BERT cross-encoder saved like the train job saves one (also used as
-    the embedding model: AutoModel loads its encoder)."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from llmrec.train.model import TINY, load_tokenizer
-
-    torch.manual_seed(0)
-    tok = load_tokenizer("default")
-    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), num_labels=1,
-                                                     max_position_embeddings=128, **TINY))
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def shop(spark, tmp_path_factory, tiny_dir):
     """A small synthetic shop up to gold.interactions, shared read-only; tests that write
     copy it first (`fresh`)."""
@@ -149,37 +130,39 @@ def test_topk_exact_blockwise_matches_numpy(spark):
 
 def test_backfill_incremental_and_idempotent(spark, shop, tiny_dir, tmp_path):
     cfg = fresh(shop, tmp_path, *tiny(tiny_dir))
-    first = backfill.run(spark, cfg)
+    items = lambda: backfill.backfill(spark, cfg, ITEM_EMBEDDINGS, backfill.item_texts(spark, cfg))  # noqa: E731
+    first = items()
     n_items = tables.read(spark, cfg, ITEM_INDEX).count()
-    assert first["items"]["embedded"] == n_items == 40 and first["items"]["chunks"] == 1
-    assert first["users"]["embedded"] == first["users"]["rows"] > 100
+    assert first["embedded"] == n_items == 40 and first["chunks"] == 1
     emb = tables.read(spark, cfg, ITEM_EMBEDDINGS)
     assert emb.count() == n_items and emb.select("item_idx").distinct().count() == n_items
     assert {len(r.vector) for r in emb.select("vector").collect()} == {32}
     version = tables.version(spark, cfg, ITEM_EMBEDDINGS)
 
-    again = backfill.run(spark, cfg)  # nothing changed: nothing embedded, no commit
-    assert again["items"]["embedded"] == 0 and again["users"]["embedded"] == 0
+    again = items()  # nothing changed: nothing embedded, no commit
+    assert again["embedded"] == 0 and again["up_to_date"] == 40
     assert tables.version(spark, cfg, ITEM_EMBEDDINGS) == version
 
     # one title changes, one item is new: exactly those two are embedded
-    items = tables.read(spark, cfg, SILVER_ITEMS)
-    changed_id = items.orderBy("item_id").first().item_id
-    new = items.where(F.col("item_id") == changed_id).withColumn("item_id", F.lit("NEW0001")) \
+    catalog = tables.read(spark, cfg, SILVER_ITEMS)
+    changed_id = catalog.orderBy("item_id").first().item_id
+    new = catalog.where(F.col("item_id") == changed_id).withColumn("item_id", F.lit("NEW0001")) \
         .withColumn("price", F.lit(None).cast("double"))
-    edited = items.withColumn("title", F.when(F.col("item_id") == changed_id, F.lit("A renamed thing"))
+    edited = catalog.withColumn("title", F.when(F.col("item_id") == changed_id, F.lit("A renamed thing"))
                               .otherwise(F.col("title")))
     tables.overwrite(edited.unionByName(new), cfg, SILVER_ITEMS)
     stages.interactions(spark, cfg, Namespace())  # indexes the new item
     before = {r.item_idx: r.updated_at for r in tables.read(spark, cfg, ITEM_EMBEDDINGS).collect()}
-    third = backfill.run(spark, cfg)
-    assert third["items"]["embedded"] == 2
+    assert items()["embedded"] == 2
     after = tables.read(spark, cfg, ITEM_EMBEDDINGS).collect()
     redone = {r.item_idx for r in after if before.get(r.item_idx) != r.updated_at}
     index = {r.item_id: r.item_idx for r in tables.read(spark, cfg, ITEM_INDEX).collect()}
     assert redone == {index[changed_id], index["NEW0001"]}
     assert len(after) == 41
     assert [r.text for r in after if r.item_idx == index[changed_id]][0].startswith("A renamed thing")
+    # another model (here: another max length) makes every stored vector stale
+    cfg = make_config(cfg.storage.root, *SHOP, *tiny(tiny_dir), "embed.max_length=24")
+    assert items()["embedded"] == 41
 
 
 def test_backfill_resumes_after_kill(spark, shop, tiny_dir, tmp_path):
