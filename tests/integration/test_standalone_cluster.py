@@ -95,7 +95,8 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     url, ui = cluster
     root = tmp_path / "root"
     models = [f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32",
-              "recommend.k=5", "recommend.rerank_top=10", "candidates.als.iterations=3"]
+              "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0",
+              "candidates.als.iterations=3"]
     sets = [x for s in SHOP + models + [f"storage.root={root}"] for x in ("--set", s)]
     data = submit("pipeline", "--stages", "generate,ingest,clean,interactions,examples,tokenize", *sets,
                   master=url)

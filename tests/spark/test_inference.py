@@ -28,7 +28,8 @@ SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synth
         "synthetic.bad_row_rate=0.0", "synthetic.cold_item_fraction=0.0",
         "candidates.per_source=10", "candidates.per_user=25", "candidates.neighbors=8",
         "candidates.block_rows=16", "candidates.als.iterations=3", "candidates.als.rank=8",
-        "recommend.k=5", "recommend.rerank_top=10", "search.k=5", "search.retrieve=10",
+        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "search.k=5",
+        "search.retrieve=10",
         "infer.batch_size=8", "infer.arrow_batch_rows=32")
 
 

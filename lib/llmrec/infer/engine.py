@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
@@ -193,17 +192,6 @@ def run(ref: ModelRef, first: list[str], second: list[str] | None = None) -> np.
         dim = m.model.config.hidden_size if ref.task == "embed" else None
         out = np.empty((0, dim) if dim else (0,), dtype=np.float32)
     return out
-
-
-class Meter:
-    """Rows and seconds a worker spent in the model (for rows/s in logs and benchmarks)."""
-
-    def __init__(self):
-        self.rows, self.seconds = 0, 0.0
-
-    def add(self, rows: int, started: float) -> None:
-        self.rows += rows
-        self.seconds += time.perf_counter() - started
 
 
 def embed_udf(ref: ModelRef):
