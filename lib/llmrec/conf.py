@@ -244,8 +244,12 @@ class CandidatesConf:
     # per user that vote for their neighbours.
     neighbors: int = 30
     history_items: int = 20
-    # Rows per block of the exact blockwise top-K (queries x corpus blocks).
+    # Rows per block of the blockwise top-K (one task per query block x corpus block).
     block_rows: int = 4096
+    # Embedding searches (content neighbours, profile, search): exact matrix products, or
+    # faiss, an HNSW graph per corpus block (approximate, for catalogs where exact
+    # products are too many; use a large block_rows with it). ALS stays exact.
+    index: Literal["exact", "faiss"] = "exact"
     als: AlsConf = field(default_factory=AlsConf)
 
 

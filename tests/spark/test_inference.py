@@ -129,6 +129,26 @@ def test_topk_exact_blockwise_matches_numpy(spark):
         assert [rank for _, rank in got[i]] == list(range(1, 8))
 
 
+def test_topk_faiss_option_recall(spark):
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(60, 16)).astype(np.float32)
+    c = rng.normal(size=(300, 16)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    seen = {i: [int(j) for j in np.argsort(-(c @ q[i]))[:3]] for i in range(60)}  # drop the 3 best
+    queries = spark.createDataFrame([(i, q[i].tolist(), seen[i]) for i in range(60)],
+                                    "qid long, vector array<float>, seen array<long>")
+    corpus = spark.createDataFrame([(j, c[j].tolist()) for j in range(300)], "cid long, vector array<float>")
+    got = {}
+    for r in topk(queries, corpus, 10, block_rows=100, exclude="seen", index="faiss").collect():
+        got.setdefault(r.qid, set()).add(r.cid)
+    hits = 0
+    for i in range(60):
+        exact = [j for j in np.argsort(-(c @ q[i])) if j not in seen[i]][:10]
+        assert not got[i] & set(seen[i]) and len(got[i]) == 10
+        hits += len(got[i] & set(exact))
+    assert hits / 600 >= 0.95  # approximate, but close
+
+
 def test_backfill_incremental_and_idempotent(spark, shop, tiny_dir, tmp_path):
     cfg = fresh(shop, tmp_path, *tiny(tiny_dir))
     items = lambda: backfill.backfill(spark, cfg, ITEM_EMBEDDINGS, backfill.item_texts(spark, cfg))  # noqa: E731

@@ -96,10 +96,10 @@ def cooc_neighbors(recent: DataFrame, n: int) -> DataFrame:
     return _top_per(sim, "item_idx", n, tie="neighbor_idx")
 
 
-def content_neighbors(item_vectors: DataFrame, n: int, block_rows: int) -> DataFrame:
+def content_neighbors(item_vectors: DataFrame, n: int, block_rows: int, index: str = "exact") -> DataFrame:
     """(item_idx, neighbor_idx, score, rank): cosine of item embeddings, best n per item."""
     queries = item_vectors.select("item_idx", "vector", F.array("item_idx").alias("self"))
-    return topk(queries, item_vectors, n, block_rows, "item_idx", "item_idx", exclude="self") \
+    return topk(queries, item_vectors, n, block_rows, "item_idx", "item_idx", exclude="self", index=index) \
         .select(F.col("qid").alias("item_idx"), F.col("cid").alias("neighbor_idx"), "score", "rank")
 
 
@@ -136,7 +136,8 @@ def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int
     users = tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector") \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
-    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
+    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
+                index=cfg.candidates.index) \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
 
@@ -184,7 +185,7 @@ def build(spark: SparkSession, cfg: Config) -> dict:
                                     cfg, ITEM_NEIGHBORS, kind=["cooc"])
     if "content" in on:
         vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
-        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf.block_rows)
+        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf.block_rows, conf.index)
                                     .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
     for kind in ("cooc", "content"):
         if kind in on:

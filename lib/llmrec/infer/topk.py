@@ -8,6 +8,12 @@ and their score matrix, whatever the catalog size; work is queries x corpus, spr
 over all cores. Ties are broken by the smaller corpus id, so results are deterministic.
 
 A query may carry ids to leave out (items the user already has, the item itself).
+
+`index="faiss"` swaps the exact product for an HNSW graph (faiss IndexHNSWFlat, inner
+product) built per corpus block and searched for k plus the query's excluded count:
+approximate (recall is measured in the tests), for catalogs where queries x corpus
+multiplications are too many; use large `block_rows` with it, since a graph pays off
+only over many vectors.
 """
 from __future__ import annotations
 
@@ -68,7 +74,24 @@ def best_k(scores: np.ndarray, c_ids: np.ndarray, k: int):
     return np.concatenate(rows), np.concatenate(ids), np.concatenate(vals)
 
 
-def _kernel(k: int, excluding: bool):
+def _faiss_scores(q: np.ndarray, c: np.ndarray, excluded: list, k: int) -> np.ndarray:
+    """A scores matrix holding only what an HNSW search found (the rest -inf)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one Spark task, one core
+    index = faiss.IndexHNSWFlat(c.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = max(64, 2 * k)
+    index.add(np.ascontiguousarray(c))
+    extra = max((len(x) for x in excluded if x is not None), default=0)
+    found, where = index.search(np.ascontiguousarray(q), min(k + extra, len(c)))
+    scores = np.full((len(q), len(c)), -np.inf, dtype=np.float32)
+    rows = np.repeat(np.arange(len(q)), where.shape[1])
+    ok = where.ravel() >= 0
+    scores[rows[ok], where.ravel()[ok]] = found.ravel()[ok]
+    return scores
+
+
+def _kernel(k: int, excluding: bool, index: str = "exact"):
     def top(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             for q_rows, c_rows in zip(pdf["q_rows"], pdf["c_rows"]):
@@ -78,9 +101,10 @@ def _kernel(k: int, excluding: bool):
                 c = np.stack([np.asarray(r["v"], dtype=np.float32) for r in c_rows])
                 order = np.argsort(c_ids, kind="stable")
                 c_ids, c = c_ids[order], c[order]
-                scores = q @ c.T
+                excluded = [r["x"] for r in q_rows] if excluding else []
+                scores = q @ c.T if index == "exact" else _faiss_scores(q, c, excluded, k)
                 if excluding:
-                    _mask(scores, c_ids, [r["x"] for r in q_rows])
+                    _mask(scores, c_ids, excluded)
                 rows, ids, vals = best_k(scores, c_ids, k)
                 yield pd.DataFrame({"qid": q_ids[rows], "cid": ids, "score": vals.astype(np.float64)})
 
@@ -89,7 +113,7 @@ def _kernel(k: int, excluding: bool):
 
 def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
          query_id: str = "qid", corpus_id: str = "cid", vector: str = "vector",
-         exclude: str | None = None) -> DataFrame:
+         exclude: str | None = None, index: str = "exact") -> DataFrame:
     """(qid, cid, score, rank): each query's k corpus rows of highest inner product.
 
     queries: (query_id, vector[, exclude array<long>]); corpus: (corpus_id, vector).
@@ -100,7 +124,7 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
     # One (query block, corpus block) pair per task: each row holds two whole blocks.
     n_pairs = pairs.count()
     pairs = pairs.repartition(max(1, n_pairs), "q_block", "c_block")
-    scored = pairs.select("q_rows", "c_rows").mapInPandas(_kernel(k, exclude is not None), RESULT)
+    scored = pairs.select("q_rows", "c_rows").mapInPandas(_kernel(k, exclude is not None, index), RESULT)
     best = Window.partitionBy("qid").orderBy(F.col("score").desc(), F.col("cid"))
     return scored.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
 
