@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -81,22 +82,22 @@ def run_for(root: str, chunk_rows: int, minutes: float) -> list[str]:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     lines: list[str] = []
-    deadline = time.monotonic() + minutes * 60
-    os.set_blocking(proc.stdout.fileno(), False)
-    buf = ""
-    while time.monotonic() < deadline and proc.poll() is None:
-        chunk = proc.stdout.read() or ""
-        buf += chunk
-        *done, buf = buf.split("\n")
-        for line in done:
+
+    def relay() -> None:
+        for line in proc.stdout:
             if "llmrec" in line:
-                print(line, flush=True)
+                print(line.rstrip(), flush=True)
                 lines.append(line)
-        time.sleep(1)
-    if proc.poll() is None:
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    try:
+        proc.wait(minutes * 60)
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         print(f"-- killed after {minutes} min", flush=True)
     proc.wait()
+    reader.join(10)
     return lines
 
 
@@ -114,7 +115,8 @@ def main() -> None:
 
     root = args.root or tempfile.mkdtemp(prefix="llmrec-bench-backfill-")
     t0 = time.perf_counter()
-    prepare(root, args.items, args.chunk_rows)
+    if not os.path.isdir(os.path.join(root, "silver", "items")):  # --root of an earlier run: reuse
+        prepare(root, args.items, args.chunk_rows)
     prepare_s = time.perf_counter() - t0
     first = run_for(root, args.chunk_rows, args.minutes)
     second = run_for(root, args.chunk_rows, args.resume_minutes)
