@@ -146,7 +146,7 @@ def search(spark, cfg: Config, args: Namespace) -> dict:
         batch = getattr(args, "batch", None) or "adhoc"
     else:
         path = getattr(args, "queries", None) or cfg.search.queries
-        queries = search_mod.read_queries(spark, path)
+        queries = search_mod.read_queries(path)
         batch = getattr(args, "batch", None) or os.path.splitext(os.path.basename(path))[0]
     with stage("search", spark) as st:
         result = search_mod.search(spark, cfg, queries, batch)

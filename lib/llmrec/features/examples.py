@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from llmrec import tables
 from llmrec.conf import Config, ExamplesConf
-from llmrec.features import map_lookup
+from llmrec.features import map_lookup, sample_users
 from llmrec.tables.schemas import (
     EXAMPLES, INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, USER_INDEX,
 )
@@ -94,9 +94,7 @@ def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
         .where(F.col("_r") <= conf.targets_per_user).drop("_r")
     held_out = positive.where(F.col("split") != "train")
     chosen = train.unionByName(held_out)
-    if conf.user_sample < 1.0:
-        bucket = F.pmod(F.xxhash64(F.lit(conf.seed), F.col("user_idx")), F.lit(1_000_000))
-        chosen = chosen.where(bucket < int(conf.user_sample * 1_000_000))
+    chosen = sample_users(chosen, conf.seed, conf.user_sample)
     return chosen.select(
         "split", "user_idx", F.col("item_idx").alias("target_idx"), "pos", "s_ord")
 

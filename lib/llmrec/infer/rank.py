@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config
-from llmrec.features import examples as ex
+from llmrec.features import examples as ex, sample_users
 from llmrec.infer import backfill, engine
 from llmrec.infer.candidates import exclusions, history
 from llmrec.progress import log
@@ -52,14 +52,6 @@ def score_ref(cfg: Config, path: str, load_log: str | None = None) -> engine.Mod
     else:
         max_length, truncation = tok.max_length, tok.truncation
     return engine.score_ref(cfg, path, max_length, truncation, load_log)
-
-
-def sample_users(df: DataFrame, cfg: Config) -> DataFrame:
-    fraction = cfg.recommend.user_sample
-    if fraction >= 1.0:
-        return df
-    bucket = F.pmod(F.xxhash64(F.lit(cfg.examples.seed + 1), F.col("user_idx")), F.lit(1_000_000))
-    return df.where(bucket < int(fraction * 1_000_000))
 
 
 def with_ce_scores(spark: SparkSession, pairs: DataFrame, ref: engine.ModelRef | None) -> DataFrame:
@@ -105,7 +97,9 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
     ref = score_ref(cfg, path, load_log) if path else None
     engine.arrow_batch(spark, cfg)
     hist = history(spark, cfg)
-    cands = rerank_pool(sample_users(tables.read(spark, cfg, CANDIDATES), cfg), conf) \
+    # Another seed than the examples': a different fifth of the users from training's.
+    sampled = sample_users(tables.read(spark, cfg, CANDIDATES), cfg.examples.seed + 1, conf.user_sample)
+    cands = rerank_pool(sampled, conf) \
         .join(exclusions(hist, conf.exclude), ["user_idx", "item_idx"], "left_anti") \
         .join(hist.select("item_idx").distinct().withColumn("known", F.lit(True)), "item_idx", "left") \
         .withColumn("new_item", F.col("known").isNull()).drop("known")

@@ -49,7 +49,7 @@ def personalise(query: np.ndarray, profile: np.ndarray | None, weight: float) ->
     return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
-def read_queries(spark: SparkSession, path: str) -> list[dict]:
+def read_queries(path: str) -> list[dict]:
     """JSON lines {"query_id", "text", "user_id"?}; a bad line is an error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"search queries file not found: {path}")

@@ -127,17 +127,3 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
     scored = pairs.select("q_rows", "c_rows").mapInPandas(_kernel(k, exclude is not None, index), RESULT)
     best = Window.partitionBy("qid").orderBy(F.col("score").desc(), F.col("cid"))
     return scored.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
-
-
-def brute_force(q_ids, q, c_ids, c, k: int, exclude: dict | None = None) -> dict:
-    """The same top-K in numpy on one machine (tests and benchmarks): {qid: [(cid, score)]}."""
-    order = np.argsort(c_ids, kind="stable")
-    c_ids, c = np.asarray(c_ids, dtype=np.int64)[order], np.asarray(c, dtype=np.float32)[order]
-    scores = np.asarray(q, dtype=np.float32) @ c.T
-    if exclude:
-        _mask(scores, c_ids, [exclude.get(qid) for qid in q_ids])
-    rows, ids, vals = best_k(scores, c_ids, k)
-    out = {qid: [] for qid in q_ids}
-    for r, i, v in zip(rows, ids, vals):
-        out[q_ids[r]].append((int(i), float(v)))
-    return out
