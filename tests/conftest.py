@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import shutil  # noqa: E402
+from argparse import Namespace  # noqa: E402
+
 from llmrec import conf as conf_mod  # noqa: E402
 
 
@@ -71,3 +74,51 @@ def tiny_dir(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+# A small synthetic shop, served by the tiny model: shared by the inference, explain and
+# evaluate tests (read-only; a test that writes copies it first).
+SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synthetic.events=3000",
+        "synthetic.bad_row_rate=0.0", "synthetic.cold_item_fraction=0.0",
+        "candidates.per_source=10", "candidates.per_user=25", "candidates.neighbors=8",
+        "candidates.block_rows=16", "candidates.als.iterations=3", "candidates.als.rank=8",
+        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "search.k=5",
+        "search.retrieve=10",
+        "infer.batch_size=8", "infer.arrow_batch_rows=32")
+
+
+@pytest.fixture(scope="session")
+def shop(spark, tmp_path_factory, tiny_dir):
+    """A small synthetic shop up to gold.interactions, shared read-only; tests that write
+    copy it first (`fresh`)."""
+    from llmrec import stages
+
+    root = tmp_path_factory.mktemp("shop") / "root"
+    cfg = make_config(root, *SHOP)
+    for name in ("generate", "ingest", "clean", "interactions"):
+        dict(stages.PIPELINE)[name](spark, cfg, Namespace())
+    return root
+
+
+def fresh(shop, tmp_path, *overrides):
+    root = tmp_path / "root"
+    shutil.copytree(shop, root)
+    return make_config(root, *SHOP, *overrides)
+
+
+def tiny(tiny_dir):
+    return (f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32")
+
+
+@pytest.fixture(scope="session")
+def served(spark, shop, tiny_dir, tmp_path_factory):
+    """The shop with embeddings, candidates and recommendations from the tiny models."""
+    from llmrec.infer import backfill, candidates, rank
+
+    root = tmp_path_factory.mktemp("served") / "root"
+    shutil.copytree(shop, root)
+    cfg = make_config(root, *SHOP, *tiny(tiny_dir))
+    backfill.run(spark, cfg)
+    candidates.build(spark, cfg)
+    rank.recommend(spark, cfg)
+    return cfg

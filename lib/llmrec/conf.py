@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 
 
 CANDIDATE_SOURCES = ("als", "cooc", "content", "profile", "popular")
+EVAL_MODELS = ("popular", "als", "item_item", "content", "fused", "hybrid")
 
 
 @dataclass
@@ -75,12 +76,17 @@ class SourceConf:
 
 @dataclass
 class SplitConf:
-    # global: cutoff days before the last event; leave_last: last N items of each user.
-    method: Literal["global", "leave_last"] = "leave_last"
+    # global: cutoff days before the last event; leave_last: last N items of each user;
+    # ratio: a seeded random test_ratio (val_ratio) of each user's items (a "stratified"
+    # split, as in Microsoft Recommenders' MovieLens benchmarks).
+    method: Literal["global", "leave_last", "ratio"] = "leave_last"
     val_days: int = 7
     test_days: int = 7
     val_n: int = 1
     test_n: int = 1
+    test_ratio: float = 0.25
+    val_ratio: float = 0.0
+    seed: int = 0
     # Users with fewer interacted items than this stay wholly in train.
     min_user_items: int = 3
 
@@ -288,6 +294,51 @@ class SearchConf:
 
 
 @dataclass
+class EvaluateConf:
+    # Cut-offs of the ranking metrics, comma-separated; at most recommend.k with hybrid.
+    ks: str = "1,3,5,10"
+    # Models ranked for the same users on the same split (see llmrec.evaluate.baselines):
+    # popular, als, item_item, content, fused (candidates without the cross-encoder), hybrid.
+    models: str = "popular,als,item_item,content,fused,hybrid"
+    # Users evaluated: ranked = those the hybrid ranked (recommend.user_sample), so every
+    # model is scored on the same users; all = every user with a relevant test item.
+    users: Literal["ranked", "all"] = "ranked"
+    # A test pair is relevant when its weight is above this; null: every test pair.
+    relevant_min_weight: Optional[float] = 0.0
+    # The cross-encoder's AUC on the gold.examples test pairs (needs a trained model).
+    auc: bool = True
+    # reports/<run>/ goes here: a path on the driver (local, or a mounted volume).
+    reports_dir: str = "reports"
+    # The report's name; empty: the UTC time the evaluation started (YYYYmmdd-HHMMSS).
+    run: str = ""
+    # Users whose explained recommendations are shown in the report.
+    sample_users: int = 5
+
+    @property
+    def k_values(self) -> list[int]:
+        return sorted({int(k) for k in self.ks.split(",") if k.strip()})
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
+@dataclass
+class ExplainConf:
+    # History items kept per recommendation, by embedding similarity to the item.
+    history_items: int = 3
+    # Cross-encoder token attributions: grad_input (gradient x input embedding) or
+    # integrated_gradients (from an all-[PAD] embedding baseline, ig_steps steps).
+    method: Literal["grad_input", "integrated_gradients"] = "grad_input"
+    ig_steps: int = 32
+    # Token attributions for each user's best N recommendations (0: none; a backward
+    # pass each); `explain --user ID` attributes all of that user's.
+    token_ranks: int = 1
+    # Words kept per text (user, item), by absolute attribution.
+    top_tokens: int = 5
+
+
+@dataclass
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
@@ -303,6 +354,8 @@ class Config:
     candidates: CandidatesConf = field(default_factory=CandidatesConf)
     recommend: RecommendConf = field(default_factory=RecommendConf)
     search: SearchConf = field(default_factory=SearchConf)
+    evaluate: EvaluateConf = field(default_factory=EvaluateConf)
+    explain: ExplainConf = field(default_factory=ExplainConf)
 
     @property
     def raw_root(self) -> str:
@@ -433,6 +486,8 @@ _POSITIVE = {
     "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows"),
     "RecommendConf": ("k", "rerank_top"),
     "SearchConf": ("k", "retrieve"),
+    "EvaluateConf": ("sample_users",),
+    "ExplainConf": ("history_items", "ig_steps", "top_tokens"),
 }
 _FRACTIONS = {
     "SyntheticConf": ("cold_item_fraction", "cold_user_fraction", "bad_row_rate", "reviews_per_purchase"),
@@ -441,6 +496,7 @@ _FRACTIONS = {
     "TrainConf": ("warmup_ratio",),
     "RecommendConf": ("blend", "user_sample"),
     "SearchConf": ("blend",),
+    "SplitConf": ("test_ratio", "val_ratio"),
 }
 
 
@@ -459,7 +515,7 @@ def _check_ranges(obj: Any, prefix: str) -> None:
     if name == "InteractionsConf" and obj.half_life_days < 0:
         raise ConfigError(f"config key '{prefix}half_life_days' must be >= 0")
     for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha", "threads",
-                "reg", "alpha", "profile_weight", "rerank_per_source", "new_item_slots"):
+                "reg", "alpha", "profile_weight", "rerank_per_source", "new_item_slots", "token_ranks"):
         if getattr(obj, key, 0) < 0:
             raise ConfigError(f"config key '{prefix}{key}' must be >= 0, got {getattr(obj, key)}")
     if name == "InferConf":
@@ -480,6 +536,19 @@ def _check_ranges(obj: Any, prefix: str) -> None:
         raise ConfigError(f"config key '{prefix}rerank_top' must be >= k")
     if name == "SearchConf" and obj.retrieve < obj.k:
         raise ConfigError(f"config key '{prefix}retrieve' must be >= k")
+    if name == "SplitConf" and obj.test_ratio + obj.val_ratio >= 1.0:
+        raise ConfigError(f"config key '{prefix}test_ratio' + val_ratio must be < 1")
+    if name == "EvaluateConf":
+        try:
+            ks = obj.k_values
+        except ValueError:
+            ks = []
+        if not ks or min(ks) <= 0:
+            raise ConfigError(f"config key '{prefix}ks' must list integers > 0, got {obj.ks!r}")
+        unknown = [m for m in obj.model_names if m not in EVAL_MODELS]
+        if unknown or not obj.model_names:
+            raise ConfigError(f"config key '{prefix}models' takes {', '.join(EVAL_MODELS)}, "
+                              f"got {obj.models!r}")
     if name == "TokenizeConf" and obj.rows_per_file < obj.row_group_rows:
         raise ConfigError(f"config key '{prefix}rows_per_file' must be >= row_group_rows")
 

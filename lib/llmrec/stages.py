@@ -154,6 +154,32 @@ def search(spark, cfg: Config, args: Namespace) -> dict:
     return result
 
 
+def explain(spark, cfg: Config, args: Namespace) -> dict:
+    """Why each recommendation: the history items behind it, the words that drove the
+    cross-encoder's score and a readable reason, into gold.recommendations."""
+    from llmrec.evaluate import explain as explain_mod
+
+    with stage("explain", spark) as st:
+        result = explain_mod.run(spark, cfg, user_id=getattr(args, "user", None))
+        st.count(rows=result["rows"])
+    return result
+
+
+def explain_args(parser: ArgumentParser) -> None:
+    parser.add_argument("--user", help="explain (and print) only this user's recommendations")
+
+
+def evaluate(spark, cfg: Config, args: Namespace) -> dict:
+    """Baselines and the hybrid on the same split: metrics table, plots, reports/<run>/."""
+    from llmrec.evaluate import compare
+
+    with stage("evaluate", spark) as st:
+        result = compare.run(spark, cfg)
+        st.count(users=result["users"])
+    print(compare.headline(result), flush=True)
+    return result
+
+
 def search_args(parser: ArgumentParser) -> None:
     parser.add_argument("--query", help="one query text (instead of the search.queries file)")
     parser.add_argument("--user", help="with --query: the user id to personalise for")
@@ -176,7 +202,8 @@ def date_args(parser: ArgumentParser) -> None:
 PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
             ("interactions", interactions), ("examples", examples), ("tokenize", tokenize),
             ("train", train), ("embed", embed), ("candidates", candidates),
-            ("recommend", recommend), ("search", search))
+            ("recommend", recommend), ("search", search), ("explain", explain),
+            ("evaluate", evaluate))
 
 
 def pipeline(spark, cfg: Config, args: Namespace) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ROOT, make_config
+from conftest import ROOT, SHOP, fresh, make_config, tiny
 from llmrec import stages, tables
 from llmrec.infer import backfill, candidates, engine, rank, search
 from llmrec.infer.api import Recommender
@@ -23,36 +23,6 @@ from llmrec.tables.schemas import (
     CANDIDATES, ITEM_EMBEDDINGS, ITEM_INDEX, POPULAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS,
     SILVER_ITEMS, USER_EMBEDDINGS, USER_INDEX,
 )
-
-SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synthetic.events=3000",
-        "synthetic.bad_row_rate=0.0", "synthetic.cold_item_fraction=0.0",
-        "candidates.per_source=10", "candidates.per_user=25", "candidates.neighbors=8",
-        "candidates.block_rows=16", "candidates.als.iterations=3", "candidates.als.rank=8",
-        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "search.k=5",
-        "search.retrieve=10",
-        "infer.batch_size=8", "infer.arrow_batch_rows=32")
-
-
-@pytest.fixture(scope="module")
-def shop(spark, tmp_path_factory, tiny_dir):
-    """A small synthetic shop up to gold.interactions, shared read-only; tests that write
-    copy it first (`fresh`)."""
-    root = tmp_path_factory.mktemp("shop") / "root"
-    cfg = make_config(root, *SHOP)
-    for name in ("generate", "ingest", "clean", "interactions"):
-        dict(stages.PIPELINE)[name](spark, cfg, Namespace())
-    return root
-
-
-def fresh(shop, tmp_path, *overrides):
-    root = tmp_path / "root"
-    shutil.copytree(shop, root)
-    return make_config(root, *SHOP, *overrides)
-
-
-def tiny(tiny_dir):
-    return (f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32")
-
 
 def test_udfs_equal_plain_pytorch(spark, tiny_dir, tmp_path):
     import torch
@@ -211,18 +181,6 @@ def test_backfill_resumes_after_kill(spark, shop, tiny_dir, tmp_path):
     assert resumed["embedded"] == 40 - committed
     emb = tables.read(spark, cfg, ITEM_EMBEDDINGS)
     assert emb.count() == 40 and emb.select("item_idx").distinct().count() == 40
-
-
-@pytest.fixture(scope="module")
-def served(spark, shop, tiny_dir, tmp_path_factory):
-    """The shop with embeddings, candidates and recommendations from the tiny models."""
-    root = tmp_path_factory.mktemp("served") / "root"
-    shutil.copytree(shop, root)
-    cfg = make_config(root, *SHOP, *tiny(tiny_dir))
-    backfill.run(spark, cfg)
-    candidates.build(spark, cfg)
-    rank.recommend(spark, cfg)
-    return cfg
 
 
 def test_candidates_merge_sources_without_history_items(spark, served):

@@ -116,7 +116,9 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
         .select("user_idx", "user_id", "rank", "item_idx", "item_id", F.col("final").alias("score"),
                 "ce_score", "cand_score", "source",
                 F.array_sort(F.map_keys("source_ranks")).alias("sources"),
-                F.lit(None).cast("string").alias("reason"),
+                F.lit(None).cast("string").alias("reason"),  # the explain job fills these three
+                F.lit(None).cast(RECOMMENDATIONS.schema["top_history"].dataType).alias("top_history"),
+                F.lit(None).cast(RECOMMENDATIONS.schema["tokens"].dataType).alias("tokens"),
                 F.lit(engine.model_id(ref) if ref else "candidates-only").alias("model"),
                 F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).alias("generated_at"))
     tables.overwrite(recs, cfg, RECOMMENDATIONS)

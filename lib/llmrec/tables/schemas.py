@@ -137,12 +137,27 @@ CANDIDATES = Table("gold", "candidates", _schema(
 ), key=("user_idx", "item_idx"))
 
 # Top-K per user. reason is filled in by the explain job.
+# Explanations (the explain job): the history items most similar to the recommended
+# one, and the words that drove the cross-encoder's score (side: user or item text).
+HISTORY_CONTRIBUTION = StructType([StructField("item_idx", L, False), StructField("item_id", S, False),
+                                   StructField("title", S, True), StructField("action", S, True),
+                                   StructField("similarity", D, False)])
+TOKEN_ATTRIBUTION = StructType([StructField("side", S, False), StructField("token", S, False),
+                                StructField("attribution", D, False)])
+
 RECOMMENDATIONS = Table("gold", "recommendations", _schema(
     ("user_idx", L, False), ("user_id", S, False), ("rank", I, False), ("item_idx", L, False),
     ("item_id", S, False), ("score", D, False), ("ce_score", D, True), ("cand_score", D, False),
     ("source", S, False), ("sources", ArrayType(S), False), ("reason", S, True),
+    ("top_history", ArrayType(HISTORY_CONTRIBUTION), True), ("tokens", ArrayType(TOKEN_ATTRIBUTION), True),
     ("model", S, False), ("generated_at", T, False),
 ), key=("user_idx", "rank"))
+
+# One evaluation run's metrics, a partition per run (a rerun of the run replaces it).
+EVAL_METRICS = Table("gold", "eval_metrics", _schema(
+    ("run", S, False), ("model", S, False), ("metric", S, False), ("k", I, True), ("value", D, True),
+    ("users", L, False), ("created_at", T, False),
+), partition_by=("run",), key=("run", "model", "metric", "k"))
 
 # Batch search results; one partition per batch of queries, replaced when it is rerun.
 SEARCH_RESULTS = Table("gold", "search_results", _schema(
@@ -159,7 +174,7 @@ LEDGER = Table("meta", "ledger", _schema(
 
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
        SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, ITEM_EMBEDDINGS,
-       USER_EMBEDDINGS, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS,
+       USER_EMBEDDINGS, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS, EVAL_METRICS,
        SEARCH_RESULTS, LEDGER)
 BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
 SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}
