@@ -57,7 +57,8 @@ def recent_positive(hist: DataFrame, n: int) -> DataFrame:
         .where(F.col("_r") <= n).select("user_idx", "item_idx", "weight")
 
 
-def _top_per(df: DataFrame, key: str, n: int, score: str = "score", tie: str = "item_idx") -> DataFrame:
+def top_per(df: DataFrame, key: str, n: int, score: str = "score", tie: str = "item_idx") -> DataFrame:
+    """Each key's n rows of highest score (ties: the smaller `tie`), with their rank."""
     best = Window.partitionBy(key).orderBy(F.col(score).desc(), F.col(tie))
     return df.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= n)
 
@@ -70,7 +71,7 @@ def segments(spark: SparkSession, cfg: Config, hist: DataFrame) -> DataFrame:
         .select("item_idx", top_level.alias("segment"))
     per = hist.where(F.col("weight") > 0).join(items, "item_idx") \
         .groupBy("user_idx", "segment").agg(F.sum("weight").alias("score"))
-    return _top_per(per, "user_idx", 1, tie="segment").select("user_idx", "segment")
+    return top_per(per, "user_idx", 1, tie="segment").select("user_idx", "segment")
 
 
 def popular(hist: DataFrame, segs: DataFrame, n: int) -> DataFrame:
@@ -80,7 +81,7 @@ def popular(hist: DataFrame, segs: DataFrame, n: int) -> DataFrame:
     per_seg = pos.groupBy("segment", "item_idx").agg(F.sum("weight").alias("score"))
     everyone = pos.groupBy("item_idx").agg(F.sum("weight").alias("score")) \
         .withColumn("segment", F.lit(EVERYONE))
-    return _top_per(per_seg.unionByName(everyone), "segment", n) \
+    return top_per(per_seg.unionByName(everyone), "segment", n) \
         .select("segment", F.col("rank").cast("int"), "item_idx", F.col("score").cast("double"))
 
 
@@ -93,7 +94,7 @@ def cooc_neighbors(recent: DataFrame, n: int) -> DataFrame:
     sim = counts.join(users, "item_idx").join(
         users.select(F.col("item_idx").alias("neighbor_idx"), F.col("n").alias("m")), "neighbor_idx") \
         .select("item_idx", "neighbor_idx", (F.col("count") / F.sqrt(F.col("n") * F.col("m"))).alias("score"))
-    return _top_per(sim, "item_idx", n, tie="neighbor_idx")
+    return top_per(sim, "item_idx", n, tie="neighbor_idx")
 
 
 def content_neighbors(item_vectors: DataFrame, n: int, block_rows: int, index: str = "exact") -> DataFrame:
@@ -153,7 +154,7 @@ def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, p
     """Reciprocal-rank fusion of the sources' (user_idx, item_idx, score) lists."""
     ranked = None
     for name, df in sources.items():
-        part = _top_per(df, "user_idx", per_source).select(
+        part = top_per(df, "user_idx", per_source).select(
             "user_idx", "item_idx", F.lit(name).alias("source"), F.col("rank").cast("int"))
         ranked = part if ranked is None else ranked.unionByName(part)
     weight = map_lookup({s: float(w) for s, w in weights.items()}, F.col("source"))
@@ -162,7 +163,7 @@ def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, p
         F.sum(weight / (F.lit(rrf_k) + F.col("rank"))).alias("score"),
         F.min(F.struct("rank", order.alias("o"), "source")).alias("best"),
         F.map_from_entries(F.collect_list(F.struct("source", "rank"))).alias("source_ranks"))
-    return _top_per(merged, "user_idx", per_user).select(
+    return top_per(merged, "user_idx", per_user).select(
         "user_idx", "item_idx", "score", F.col("best.source").alias("source"), "source_ranks")
 
 

@@ -1,0 +1,213 @@
+"""The evaluate job: every model ranks for the same users on the same split, scored by
+the same metrics, into gold.eval_metrics and reports/<run>/.
+
+Protocol: models learn from the serving history (`infer.history_splits`, train+val by
+default) and rank the whole catalog minus each user's history items; the relevant items
+are the user's test pairs (weight above `evaluate.relevant_min_weight`); evaluated users
+are those with a relevant item (and, with `evaluate.users: ranked`, a hybrid list).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from llmrec import storage, tables
+from llmrec.conf import Config, join
+from llmrec.evaluate import baselines, metrics, report
+from llmrec.infer import backfill, candidates as cands, engine, rank
+from llmrec.progress import log
+from llmrec.tables.schemas import (
+    EVAL_METRICS, EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, RECOMMENDATIONS, SILVER_ITEMS,
+)
+
+POPULARITY_BINS = 20
+
+
+def relevant(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(user_idx, item_idx) test pairs that count as relevant."""
+    test = tables.read(spark, cfg, INTERACTIONS).where(F.col("split") == "test")
+    floor = cfg.evaluate.relevant_min_weight
+    if floor is not None:
+        test = test.where(F.col("weight") > floor)
+    return test.select("user_idx", "item_idx")
+
+
+def _check(cfg: Config) -> None:
+    conf = cfg.evaluate
+    if "hybrid" in conf.model_names and max(conf.k_values) > cfg.recommend.k:
+        raise ValueError(f"evaluate.ks goes to {max(conf.k_values)} but the hybrid lists hold "
+                         f"recommend.k={cfg.recommend.k} items: lower evaluate.ks or raise recommend.k")
+
+
+def cross_encoder_auc(spark: SparkSession, cfg: Config) -> float | None:
+    """AUC of the trained cross-encoder on the gold.examples test pairs, scored in Spark."""
+    path = rank.cross_encoder(cfg) if cfg.recommend.cross_encoder != "none" else None
+    if not path or not tables.exists(spark, cfg, EXAMPLES):
+        return None
+    engine.arrow_batch(spark, cfg)
+    pairs = tables.read(spark, cfg, EXAMPLES).where(F.col("split") == "test") \
+        .select(F.col("user_text").alias("first"), F.col("item_text").alias("second"), "label")
+    scored = rank.with_ce_scores(spark, pairs, rank.score_ref(cfg, path)).cache()
+    try:
+        return metrics.auc(scored, "ce_score", "label")
+    finally:
+        scored.unpersist()
+
+
+def popularity_profile(lists: DataFrame, hist: DataFrame, catalog: DataFrame, k: int) -> list[dict]:
+    """Share of each model's top-k recommendations (and of the history's pairs, model
+    `history`) per bin of item popularity: bin 0 = the most popular 1/POPULARITY_BINS of
+    the catalog. Shows how far each model reaches into the long tail."""
+    counts = catalog.join(hist.groupBy("item_idx").agg(F.count("*").alias("n")), "item_idx", "left") \
+        .fillna(0, ["n"])
+    n_items = counts.count()
+    binned = counts.withColumn("bin", F.floor((F.row_number().over(
+        Window.orderBy(F.col("n").desc(), F.col("item_idx"))) - 1) * POPULARITY_BINS / n_items).cast("int"))
+    recs = lists.where(F.col("rank") <= k).join(binned, "item_idx").groupBy("model", "bin").count()
+    seen = binned.groupBy("bin").agg(F.sum("n").alias("count")).withColumn("model", F.lit("history"))
+    both = recs.unionByName(seen)
+    shares = both.withColumn("share", F.col("count") / F.sum("count").over(Window.partitionBy("model")))
+    return [r.asDict() for r in shares.orderBy("model", "bin").collect()]
+
+
+def sample_explanations(spark: SparkSession, cfg: Config, users: DataFrame, n: int) -> list[dict]:
+    """The explained recommendations of n evaluated users (a seeded, stable choice)."""
+    recs = tables.read(spark, cfg, RECOMMENDATIONS)
+    chosen = recs.select("user_idx").distinct().join(users, "user_idx") \
+        .orderBy(F.xxhash64(F.lit(cfg.examples.seed), "user_idx")).limit(n)
+    titles = tables.read(spark, cfg, SILVER_ITEMS).select("item_id", "title")
+    rows = recs.join(chosen, "user_idx").join(titles, "item_id", "left") \
+        .orderBy(F.xxhash64(F.lit(cfg.examples.seed), "user_idx"), "rank") \
+        .select(*[c for c in ("user_id", "rank", "item_id", "title", "score", "source", "reason",
+                              "top_history", "tokens") if c in recs.columns or c == "title"]) \
+        .collect()
+    return [r.asDict(recursive=True) for r in rows]
+
+
+def training_metrics(cfg: Config) -> dict | None:
+    from llmrec.train.launch import output_dir
+
+    path = os.path.join(output_dir(cfg), "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def run(spark: SparkSession, cfg: Config) -> dict:
+    conf = cfg.evaluate
+    _check(cfg)
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    name = conf.run or started.strftime("%Y%m%d-%H%M%S")
+    ks, models, k = conf.k_values, conf.model_names, max(conf.k_values)
+
+    truth = relevant(spark, cfg).cache()
+    users = truth.select("user_idx").distinct()
+    if conf.users == "ranked" and "hybrid" in models:
+        users = users.join(tables.read(spark, cfg, RECOMMENDATIONS).select("user_idx").distinct(), "user_idx")
+    users = users.cache()
+    truth = truth.join(users, "user_idx")
+    n_users = users.count()
+    if not n_users:
+        raise ValueError("no user has a relevant test item (check interactions.split and "
+                         "evaluate.relevant_min_weight, or run recommend for the test users)")
+    log.info("evaluate: %s users with %s relevant test items; models %s; K %s", f"{n_users:,}",
+             f"{truth.count():,}", ", ".join(models), ", ".join(map(str, ks)))
+
+    # Written once and read back: every metric reads the lists, and the plans that made
+    # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
+    staging = join(storage.absolute(cfg.storage.root), "_staging", "eval_lists", name)
+    baselines.ranked_lists(spark, cfg, models, users, k).write.mode("overwrite").parquet(staging)
+    lists = spark.read.parquet(staging).cache()
+    log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))
+    hist = cands.history(spark, cfg).select("user_idx", "item_idx")
+    catalog = tables.read(spark, cfg, ITEM_INDEX).select("item_idx")
+    vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector") \
+        if tables.exists(spark, cfg, ITEM_EMBEDDINGS) else None
+    table = metrics.ranking(lists, truth, ks).unionByName(
+        metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors))
+    rows = [r.asDict() for r in table.collect()]
+    auc = cross_encoder_auc(spark, cfg) if conf.auc else None
+    if auc is not None:
+        rows.append({"model": "cross_encoder", "metric": "auc", "k": None, "value": auc, "users": n_users})
+    tables.overwrite_partitions(
+        spark.createDataFrame([(name, r["model"], r["metric"], r["k"], r["value"], r["users"], started)
+                               for r in rows], EVAL_METRICS.schema), cfg, EVAL_METRICS, run=[name])
+
+    training = training_metrics(cfg)
+    result = {
+        "run": name, "users": n_users, "ks": ks, "models": models,
+        "protocol": protocol(spark, cfg, n_users, catalog.count()),
+        "metrics": sorted(rows, key=lambda r: (r["model"], r["metric"], r["k"] or 0)),
+        "auc": {"cross_encoder_spark": auc,
+                "train_job_test": ((training or {}).get("test") or {}).get("auc")},
+        "popularity": popularity_profile(lists, hist, catalog, k),
+        "explanations": sample_explanations(spark, cfg, users, conf.sample_users)
+        if tables.exists(spark, cfg, RECOMMENDATIONS) else [],
+        "training": training,
+    }
+    lists.unpersist()
+    truth.unpersist()
+    users.unpersist()
+    storage.remove_tree(staging)
+    result["report"] = report.write(os.path.join(conf.reports_dir, name), result)
+    return summary(result)
+
+
+def protocol(spark: SparkSession, cfg: Config, n_users: int, n_items: int) -> dict:
+    split = cfg.interactions.split
+    how = {"leave_last": f"each user's last {split.test_n} item(s) by first interaction "
+                         f"(users with >= {split.min_user_items} items)",
+           "global": f"pairs first seen in the last {split.test_days} days",
+           "ratio": f"a seeded random {split.test_ratio:.0%} of each user's items "
+                    f"(users with >= {split.min_user_items} items)"}[split.method]
+    floor = cfg.evaluate.relevant_min_weight
+    return {
+        "split": f"{split.method}: {how}",
+        "learnt_from": f"interactions of the splits {', '.join(backfill.history_splits(cfg))}",
+        "relevant": "every test pair" if floor is None else f"test pairs with weight > {floor:g}",
+        "ranking": "full ranking over the catalog; each user's history items excluded",
+        "users": f"{n_users:,} users with a relevant test item"
+                 + (" and a hybrid list (recommend.user_sample)" if cfg.evaluate.users == "ranked"
+                    and "hybrid" in cfg.evaluate.model_names else ""),
+        "catalog": f"{n_items:,} items",
+        "ks": ", ".join(map(str, cfg.evaluate.k_values)),
+    }
+
+
+def value(result: dict, model: str, metric: str, k: int | None) -> float | None:
+    for r in result["metrics"]:
+        if (r["model"], r["metric"], r["k"]) == (model, metric, k):
+            return r["value"]
+    return None
+
+
+HEADLINE = ("ndcg", "recall", "map", "catalog_coverage")
+
+
+def summary(result: dict) -> dict:
+    """What the job returns (and logs): the run, report path and headline numbers."""
+    k = max(result["ks"])
+    return {"run": result["run"], "report": result["report"], "users": result["users"], "k": k,
+            "auc": result["auc"],
+            "headline": {m: {f"{name}@{k}": round(value(result, m, name, k) or 0.0, 4) for name in HEADLINE}
+                         for m in result["models"]}}
+
+
+def headline(summary: dict) -> str:
+    """The lines printed at the end of the job: where the report is, the key numbers."""
+    k = summary["k"]
+    cols = [f"{name}@{k}" for name in HEADLINE]
+    lines = [f"Report: {os.path.abspath(summary['report'])}",
+             f"{summary['users']:,} users evaluated; full ranking over the catalog",
+             f"{'model':<12}" + "".join(f"{c:>22}" for c in cols)]
+    for model, vals in summary["headline"].items():
+        lines.append(f"{model:<12}" + "".join(f"{vals[c]:>22.4f}" for c in cols))
+    auc = summary["auc"]["cross_encoder_spark"]
+    if auc is not None:
+        lines.append(f"cross-encoder AUC on the test pairs: {auc:.4f}")
+    return "\n".join(lines)
