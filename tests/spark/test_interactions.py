@@ -87,6 +87,26 @@ def test_global_split(spark, tmp_path):
                    ("alice", "D"): "val", ("bob", "A"): "test", ("bob", "B"): "test"}
 
 
+def test_ratio_split(spark):
+    pairs = spark.createDataFrame([(u, i, 0.0) for u, n in ((1, 8), (2, 4), (3, 2)) for i in range(n)],
+                                  "user_idx long, item_idx long, first_ts double")
+
+    def split(seed):
+        conf = make_config(".", "interactions.split.method=ratio", "interactions.split.test_ratio=0.25",
+                           "interactions.split.val_ratio=0.25", f"interactions.split.seed={seed}").interactions
+        rows = interactions.assign_split(pairs, conf, 0.0).collect()
+        return {(r.user_idx, r.item_idx): r.split for r in rows}
+
+    a = split(0)
+    counts = {(u, s): sum(1 for (uu, _), ss in a.items() if uu == u and ss == s)
+              for u in (1, 2, 3) for s in ("train", "val", "test")}
+    # round(n x ratio) per user; user 3 has fewer than min_user_items (3): all train
+    assert counts == {(1, "train"): 4, (1, "val"): 2, (1, "test"): 2, (2, "train"): 2, (2, "val"): 1,
+                      (2, "test"): 1, (3, "train"): 2, (3, "val"): 0, (3, "test"): 0}
+    assert split(0) == a  # seeded: the same split again
+    assert any(split(seed) != a for seed in (1, 2, 3))  # and another seed shuffles differently
+
+
 def test_indexes_are_stable_when_new_ids_arrive(spark, built, tmp_path):
     cfg, _ = built
     users_before, items_before, _ = lookup(spark, cfg)
