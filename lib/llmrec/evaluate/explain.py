@@ -22,9 +22,11 @@ per side (user text, item text) the `top_tokens` words by |attribution| are kept
 each user's best `token_ranks` recommendations get tokens (a backward pass each, or
 ig_steps of them); `--user` attributes all of that user's.
 
-The reason ("Because you bought X and viewed Y; matches brand Z.") is built from the
-top history items, and brand, top-level category or the most positively attributed
-item word that the recommendation shares with the user's history.
+The reason ("Because you bought X and viewed Y; matches brand Z.") names the top two
+history items and what the user did with them; "matches" names the item's brand if a
+history item has it, else its top-level category if one has that, else the item word
+the cross-encoder attributed most (when tokens were computed). Without history items:
+"Popular with shoppers like you (source: <candidate source>)". All in Spark SQL.
 
 Everything explained is staged to Parquet first (the model runs once, whatever the
 MERGE reads twice), then MERGEd into gold.recommendations in one commit, updating
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import uuid
 from typing import Iterator, Optional
 
 import numpy as np
@@ -91,21 +94,20 @@ def top_history(recs: DataFrame, hist: DataFrame, vectors: DataFrame, items: Dat
     """(user_idx, rank, top_history): per recommendation the n history items (not the item
     itself) most similar to it, best first. Rows without any are absent."""
     past = hist.select("user_idx", F.col("item_idx").alias("h_idx"), "action") \
-        .join(vectors.select(F.col("item_idx").alias("h_idx"), F.col("vector").alias("h_vec")), "h_idx") \
-        .join(items.select(F.col("item_idx").alias("h_idx"), F.col("item_id").alias("h_id"),
-                           F.col("title").alias("h_title")), "h_idx")
+        .join(vectors.select(F.col("item_idx").alias("h_idx"), F.col("vector").alias("h_vec")), "h_idx")
     pairs = recs.select("user_idx", "rank", "item_idx") \
         .join(vectors.select("item_idx", F.col("vector").alias("r_vec")), "item_idx") \
         .join(past, "user_idx").where(F.col("h_idx") != F.col("item_idx")) \
-        .withColumn("similarity", dot("r_vec", "h_vec"))
+        .select("user_idx", "rank", "h_idx", "action", dot("r_vec", "h_vec").alias("similarity"))
     # A window, not a collect of every pair: it spills for users with long histories.
     best = Window.partitionBy("user_idx", "rank").orderBy(F.col("similarity").desc(), "h_idx")
+    kept = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= n) \
+        .join(items.select(F.col("item_idx").alias("h_idx"), F.col("item_id").alias("h_id"),
+                           F.col("title").alias("h_title")), "h_idx")  # titles for the kept few only
     entry = F.struct(F.col("h_idx").alias("item_idx"), F.col("h_id").alias("item_id"),
                      F.col("h_title").alias("title"), "action", "similarity")
-    kept = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= n) \
-        .select("user_idx", "rank", F.struct("_r", entry.alias("e")).alias("x"))
-    return kept.groupBy("user_idx", "rank").agg(
-        F.transform(F.array_sort(F.collect_list("x")), lambda x: x["e"]).alias("top_history"))
+    return kept.groupBy("user_idx", "rank").agg(F.transform(
+        F.array_sort(F.collect_list(F.struct("_r", entry.alias("e")))), lambda x: x["e"]).alias("top_history"))
 
 
 def tastes(hist: DataFrame, items: DataFrame) -> DataFrame:
@@ -143,11 +145,11 @@ def _grad_input(model, enc):
     return (_gradient(model, x, enc) * x).sum(-1)
 
 
-def _integrated_gradients(model, enc, keep_ids, steps: int):
+def _integrated_gradients(model, enc, keep_ids, pad_id: int, steps: int):
     import torch
 
     ids = enc["input_ids"]
-    pad = torch.full_like(ids, model.config.pad_token_id or 0)
+    pad = torch.full_like(ids, pad_id)
     with torch.no_grad():
         x = model.get_input_embeddings()(ids)
         base = model.get_input_embeddings()(torch.where(torch.isin(ids, keep_ids), ids, pad))
@@ -167,13 +169,14 @@ def attribute(ref: engine.ModelRef, first: list[str], second: list[str],
     keep_ids = torch.tensor([m.tokenizer.cls_token_id, m.tokenizer.sep_token_id], device=m.device)
     order = np.argsort([len(a) + len(b) for a, b in zip(first, second)], kind="stable")
     out: list[Optional[Attribution]] = [None] * len(first)
-    with torch.enable_grad():  # float32 even on GPU: bf16 gradients are too coarse here
+    # Gradients even inside a caller's no_grad; no autocast: bf16 is too coarse for them.
+    with torch.enable_grad():
         for start in range(0, len(first), ref.batch_size):
             idx = order[start:start + ref.batch_size]
             enc = model_mod.tokenize_pairs(m.tokenizer, [first[i] for i in idx], [second[i] for i in idx],
                                            ref.max_length, ref.truncation, "longest", "pt").to(m.device)
             if method == "integrated_gradients":
-                values = _integrated_gradients(m.model, enc, keep_ids, steps)
+                values = _integrated_gradients(m.model, enc, keep_ids, m.tokenizer.pad_token_id, steps)
             else:
                 values = _grad_input(m.model, enc)
             for row, i in enumerate(idx):
@@ -296,16 +299,18 @@ def update(spark: SparkSession, cfg: Config, explained: DataFrame) -> Row:
     whose key still holds the explained item) and returns (rows, users, with_tokens)."""
     from delta.tables import DeltaTable
 
-    staging = join(storage.absolute(cfg.storage.root), "_staging", "explain")
-    explained.write.mode("overwrite").parquet(staging)
-    staged = spark.read.parquet(staging)
-    DeltaTable.forPath(spark, tables.path(cfg, RECOMMENDATIONS)).alias("t") \
-        .merge(staged.alias("s"), "t.user_idx = s.user_idx AND t.rank = s.rank AND t.item_idx = s.item_idx") \
-        .whenMatchedUpdate(set={c: f"s.{c}" for c in EXPLAINED}).execute()
-    counts = staged.agg(F.count("*").alias("rows"), F.countDistinct("user_idx").alias("users"),
-                        F.count("tokens").alias("with_tokens")).first()
-    storage.remove_tree(staging)
-    return counts
+    # A folder per run: two `explain --user` runs at once must not share one.
+    staging = join(storage.absolute(cfg.storage.root), "_staging", f"explain-{uuid.uuid4().hex[:12]}")
+    try:
+        explained.write.parquet(staging)
+        staged = spark.read.parquet(staging)
+        DeltaTable.forPath(spark, tables.path(cfg, RECOMMENDATIONS)).alias("t") \
+            .merge(staged.alias("s"), "t.user_idx = s.user_idx AND t.rank = s.rank AND t.item_idx = s.item_idx") \
+            .whenMatchedUpdate(set={c: f"s.{c}" for c in EXPLAINED}).execute()
+        return staged.agg(F.count("*").alias("rows"), F.countDistinct("user_idx").alias("users"),
+                          F.count("tokens").alias("with_tokens")).first()
+    finally:
+        storage.remove_tree(staging)
 
 
 def user_index(spark: SparkSession, cfg: Config, user_id: str) -> int:
