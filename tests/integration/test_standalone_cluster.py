@@ -3,6 +3,7 @@
 submit.sh failure paths a user meets first."""
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -102,10 +103,19 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
                   master=url)
     assert data.returncode == 0, f"pipeline failed:\n{data.output[-3000:]}"
     assert "stage tokenize: done" in data.output and "stage train" not in data.output
-    for job in ("embed", "candidates", "recommend", "search"):
-        done = submit(job, *sets, master=url)
+    evaluate = ["--set", "evaluate.ks=1,5", "--set", f"evaluate.reports_dir={tmp_path / 'reports'}",
+                "--set", "evaluate.run=cluster", "--set", "evaluate.models=popular,item_item,fused,hybrid"]
+    outputs = {}
+    for job, extra in (("embed", []), ("candidates", []), ("recommend", []), ("search", []),
+                       ("explain", []), ("explain", ["--user", "U0000001"]), ("evaluate", evaluate)):
+        done = submit(job, *sets, *extra, master=url)
         assert done.returncode == 0, f"{job} failed:\n{done.output[-3000:]}"
         assert f"job {job} finished" in done.output
+        outputs[job] = done.output
+    assert "Recommendations for U0000001" in outputs["explain"]
+    assert re.search(r"^#1 .*\n    (Because you|Popular with)", outputs["explain"], re.M)
+    report = tmp_path / "reports" / "cluster" / "report.html"
+    assert f"Report: {report}" in outputs["evaluate"] and report.is_file()
     # the jobs really ran on the cluster: the master lists them as completed applications
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
         apps = json.load(resp)["completedapps"]
@@ -135,12 +145,13 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     assert recs.select("user_idx").distinct().count() == tables.read(spark, cfg, USER_INDEX).count()
     assert recs.groupBy("user_idx").agg(F.max("rank").alias("k")).where("k != 5").count() == 0
     assert tables.read(spark, cfg, SEARCH_RESULTS).select("query_id").distinct().count() == 6
+    assert recs.where(F.col("reason").isNull()).count() == 0  # every recommendation explained
 
 
 def test_submit_help_and_clear_failures(tmp_path):
     helped = subprocess.run([str(ROOT / "submit.sh"), "--help"], capture_output=True, text=True)
     assert helped.returncode == 0
-    for job in ("generate", "ingest", "clean", "interactions", "pipeline"):
+    for job in ("generate", "ingest", "clean", "interactions", "explain", "evaluate", "pipeline"):
         assert f"  {job} " in helped.stdout
     unknown = submit("nosuchjob")
     assert unknown.returncode == 2 and "unknown job 'nosuchjob'" in unknown.output

@@ -48,6 +48,7 @@ from pyspark.sql import types as T
 
 from llmrec import storage, tables
 from llmrec.conf import Config, join
+from llmrec.evaluate.metrics import dot
 from llmrec.features import examples as ex
 from llmrec.infer import backfill, engine, rank
 from llmrec.infer.candidates import history
@@ -81,12 +82,6 @@ def positive_history(spark: SparkSession, cfg: Config) -> DataFrame:
     return history(spark, cfg).where(F.col("weight") > 0) \
         .join(ex.actions(spark, cfg), ["user_idx", "item_idx"], "left") \
         .select("user_idx", "item_idx", F.coalesce("action", F.lit("reviewed")).alias("action"))
-
-
-def dot(a: str, b: str) -> Column:
-    """Dot product of two float-array columns in double precision (Spark SQL only)."""
-    products = F.zip_with(a, b, lambda x, y: x.cast("double") * y.cast("double"))
-    return F.aggregate(products, F.lit(0.0).cast("double"), lambda acc, v: acc + v)
 
 
 def top_history(recs: DataFrame, hist: DataFrame, vectors: DataFrame, items: DataFrame,

@@ -44,8 +44,10 @@ RANKING = ("precision", "recall", "ndcg", "map", "hit", "mrr")
 BEYOND = ("catalog_coverage", "entropy", "gini", "novelty", "diversity", "serendipity")
 
 
-def _dot(a: Column, b: Column) -> Column:
-    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+def dot(a: Column | str, b: Column | str) -> Column:
+    """Dot product of two float-array columns, in double precision (Spark SQL, no UDF)."""
+    products = F.zip_with(a, b, lambda x, y: x.cast("double") * y.cast("double"))
+    return F.aggregate(products, F.lit(0.0).cast("double"), lambda acc, v: acc + v)
 
 
 def _vector_sum(vectors: Column) -> Column:
@@ -122,7 +124,7 @@ def beyond_accuracy(recs: DataFrame, truth: DataFrame, ks: Sequence[int], catalo
             .agg(F.collect_list("vector").alias("vs"), F.count("*").alias("n_h")) \
             .select("user_idx", F.transform(_vector_sum(F.col("vs")), lambda x: x / F.col("n_h")).alias("h"))
         enriched = enriched.join(vectors, "item_idx", "left").join(profile, "user_idx", "left") \
-            .withColumn("unexpected", F.lit(1.0) - _dot(F.col("vector"), F.col("h"))).drop("h")
+            .withColumn("unexpected", F.lit(1.0) - dot(F.col("vector"), F.col("h"))).drop("h")
     enriched = enriched.cache()  # every K aggregates the same rows
     rows = []
     for k in ks:
@@ -174,7 +176,7 @@ def _per_user(top: DataFrame, k: int, with_vectors: bool) -> DataFrame:
     lists = top.where(F.col("vector").isNotNull()).groupBy("model", "user_idx").agg(
         F.collect_list("vector").alias("vs"), F.count("*").alias("n"))
     s = _vector_sum(F.col("vs"))
-    pair_sum = _dot(s, s) - F.aggregate(F.col("vs"), F.lit(0.0), lambda acc, v: acc + _dot(v, v))
+    pair_sum = dot(s, s) - F.aggregate(F.col("vs"), F.lit(0.0), lambda acc, v: acc + dot(v, v))
     ild = lists.where(F.col("n") >= 2).select(
         "model", (F.lit(1.0) - pair_sum / (F.col("n") * (F.col("n") - 1))).alias("ild")) \
         .groupBy("model").agg(F.avg("ild").alias(f"diversity@{k}"))
