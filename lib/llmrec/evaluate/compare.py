@@ -25,6 +25,7 @@ from llmrec.tables.schemas import (
 )
 
 POPULARITY_BINS = 20
+HEADLINE = ("ndcg", "recall", "map", "catalog_coverage")  # printed at the end, at the largest K
 
 
 def relevant(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -45,7 +46,7 @@ def _check(cfg: Config) -> None:
 
 def cross_encoder_auc(spark: SparkSession, cfg: Config) -> float | None:
     """AUC of the trained cross-encoder on the gold.examples test pairs, scored in Spark."""
-    path = rank.cross_encoder(cfg) if cfg.recommend.cross_encoder != "none" else None
+    path = rank.cross_encoder(cfg)
     if not path or not tables.exists(spark, cfg, EXAMPLES):
         return None
     engine.arrow_batch(spark, cfg)
@@ -141,7 +142,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     training = training_metrics(cfg)
     result = {
         "run": name, "users": n_users, "ks": ks, "models": models,
-        "protocol": protocol(spark, cfg, n_users, catalog.count()),
+        "protocol": protocol(cfg, n_users, catalog.count()),
         "metrics": sorted(rows, key=lambda r: (r["model"], r["metric"], r["k"] or 0)),
         "auc": {"cross_encoder_spark": auc,
                 "train_job_test": ((training or {}).get("test") or {}).get("auc")},
@@ -158,7 +159,8 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     return summary(result)
 
 
-def protocol(spark: SparkSession, cfg: Config, n_users: int, n_items: int) -> dict:
+def protocol(cfg: Config, n_users: int, n_items: int) -> dict:
+    """The protocol in words, for the report's first section."""
     split = cfg.interactions.split
     how = {"leave_last": f"each user's last {split.test_n} item(s) by first interaction "
                          f"(users with >= {split.min_user_items} items)",
@@ -184,9 +186,6 @@ def value(result: dict, model: str, metric: str, k: int | None) -> float | None:
         if (r["model"], r["metric"], r["k"]) == (model, metric, k):
             return r["value"]
     return None
-
-
-HEADLINE = ("ndcg", "recall", "map", "catalog_coverage")
 
 
 def summary(result: dict) -> dict:
