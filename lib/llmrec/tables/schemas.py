@@ -136,7 +136,6 @@ CANDIDATES = Table("gold", "candidates", _schema(
     ("source_ranks", MapType(S, I), False),
 ), key=("user_idx", "item_idx"))
 
-# Top-K per user. reason is filled in by the explain job.
 # Explanations (the explain job): the history items most similar to the recommended
 # one, and the words that drove the cross-encoder's score (side: user or item text).
 HISTORY_CONTRIBUTION = StructType([StructField("item_idx", L, False), StructField("item_id", S, False),
@@ -145,6 +144,7 @@ HISTORY_CONTRIBUTION = StructType([StructField("item_idx", L, False), StructFiel
 TOKEN_ATTRIBUTION = StructType([StructField("side", S, False), StructField("token", S, False),
                                 StructField("attribution", D, False)])
 
+# Top-K per user. reason, top_history and tokens are filled in by the explain job.
 RECOMMENDATIONS = Table("gold", "recommendations", _schema(
     ("user_idx", L, False), ("user_id", S, False), ("rank", I, False), ("item_idx", L, False),
     ("item_id", S, False), ("score", D, False), ("ce_score", D, True), ("cand_score", D, False),
