@@ -35,7 +35,6 @@ reason, top_history and tokens of the rows still holding the explained item.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import uuid
 from typing import Iterator, Optional
@@ -50,7 +49,7 @@ from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.evaluate.metrics import dot
 from llmrec.features import examples as ex
-from llmrec.infer import backfill, engine, rank
+from llmrec.infer import engine, rank
 from llmrec.infer.candidates import history
 from llmrec.progress import fmt_duration, log
 from llmrec.tables.schemas import (
@@ -231,15 +230,10 @@ def token_rows(spark: SparkSession, cfg: Config, recs: DataFrame) -> Optional[Da
         return None
     conf = cfg.explain
     engine.arrow_batch(spark, cfg)
-    users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
-    items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
-    pairs = recs.select("user_idx", "rank", "item_idx").join(users, "user_idx", "left") \
-        .join(items, "item_idx").withColumn("first", F.coalesce("first", F.lit(ex.NO_HISTORY)))
-    # Whole rounds of tasks over the cores, as recommend does.
-    cores = spark.sparkContext.defaultParallelism
-    parts = cores * max(1, math.ceil(recs.count() / (TASK_ROWS * cores)))
+    pairs = rank.scoring_pairs(spark, cfg, recs.select("user_idx", "rank", "item_idx"))
     udf = tokens_udf(rank.score_ref(cfg, path), conf.method, conf.ig_steps, conf.top_tokens)
-    return pairs.repartition(parts).select("user_idx", "rank", udf("first", "second").alias("tokens"))
+    return pairs.repartition(rank.task_partitions(spark, recs.count(), TASK_ROWS)) \
+        .select("user_idx", "rank", udf("first", "second").alias("tokens"))
 
 
 # --- reasons -------------------------------------------------------------------------

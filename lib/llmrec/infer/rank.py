@@ -54,15 +54,29 @@ def score_ref(cfg: Config, path: str, load_log: str | None = None) -> engine.Mod
     return engine.score_ref(cfg, path, max_length, truncation, load_log)
 
 
+def scoring_pairs(spark: SparkSession, cfg: Config, df: DataFrame) -> DataFrame:
+    """df (user_idx, item_idx, ...) + the texts the cross-encoder scores: first = the
+    user's history text (NO_HISTORY without one), second = the item text."""
+    users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
+    items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
+    return df.join(users, "user_idx", "left").join(items, "item_idx") \
+        .withColumn("first", F.coalesce("first", F.lit(ex.NO_HISTORY)))
+
+
+def task_partitions(spark: SparkSession, rows: int, task_rows: int) -> int:
+    """About task_rows rows a task, in whole rounds over the cores: a lone last task
+    would leave cores idle."""
+    cores = spark.sparkContext.defaultParallelism
+    return cores * max(1, math.ceil(rows / (task_rows * cores)))
+
+
 def with_ce_scores(spark: SparkSession, pairs: DataFrame, ref: engine.ModelRef | None) -> DataFrame:
     """pairs (first, second, ...) + ce_score = sigmoid(logit), or null without a model."""
     if ref is None:
         return pairs.withColumn("ce_score", F.lit(None).cast("double"))
-    # Whole rounds of tasks over the cores: a lone last task would leave cores idle.
-    cores = spark.sparkContext.defaultParallelism
-    parts = cores * max(1, math.ceil(pairs.count() / (TASK_ROWS * cores)))
     logit = engine.score_udf(ref)("first", "second")
-    return pairs.repartition(parts).withColumn("ce_score", F.lit(1.0) / (F.lit(1.0) + F.exp(-logit.cast("double"))))
+    return pairs.repartition(task_partitions(spark, pairs.count(), TASK_ROWS)) \
+        .withColumn("ce_score", F.lit(1.0) / (F.lit(1.0) + F.exp(-logit.cast("double"))))
 
 
 def blend(ce: str, other: str, weight: float) -> F.Column:
@@ -103,11 +117,7 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
         .join(exclusions(hist, conf.exclude), ["user_idx", "item_idx"], "left_anti") \
         .join(hist.select("item_idx").distinct().withColumn("known", F.lit(True)), "item_idx", "left") \
         .withColumn("new_item", F.col("known").isNull()).drop("known")
-    users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
-    items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
-    pairs = cands.join(users, "user_idx", "left").join(items, "item_idx") \
-        .withColumn("first", F.coalesce("first", F.lit(ex.NO_HISTORY)))
-    scored = with_ce_scores(spark, pairs, ref) \
+    scored = with_ce_scores(spark, scoring_pairs(spark, cfg, cands), ref) \
         .withColumn("cand_score", F.col("score") / F.max("score").over(Window.partitionBy("user_idx"))) \
         .withColumn("final", blend("ce_score", "cand_score", conf.blend))
     recs = top_k(scored, conf.k, conf.new_item_slots) \
