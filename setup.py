@@ -22,6 +22,7 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     package_data={"llmrec": ["py.typed"]},
+    entry_points={"console_scripts": ["llmrec = llmrec.cli:console"]},
     install_requires=requirements("base.txt"),
     extras_require={
         "dev": requirements("dev.txt"),

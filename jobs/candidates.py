@@ -1,6 +1,5 @@
 """ALS, co-occurrence, content, profile and popular candidates per user -> gold.candidates."""
-from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("candidates", stages.candidates)
+    run("candidates")

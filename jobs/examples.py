@@ -1,6 +1,5 @@
 """Gold -> gold.examples: user history text + candidate item text pairs, with negatives."""
-from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("examples", stages.examples)
+    run("examples")

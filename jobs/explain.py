@@ -1,6 +1,5 @@
 """Explanations: history items, cross-encoder token attributions and a reason per recommendation."""
-from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("explain", stages.explain, stages.explain_args)
+    run("explain")

@@ -1,6 +1,5 @@
 """Silver -> gold indexes and interaction matrix, its CSR export and stats."""
-from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("interactions", stages.interactions)
+    run("interactions")

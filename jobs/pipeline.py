@@ -1,6 +1,5 @@
 """Every stage in order, on the configured source."""
-from llmrec import stages
 from llmrec.cli import run
 
 if __name__ == "__main__":
-    run("pipeline", stages.pipeline, stages.pipeline_args)
+    run("pipeline")

@@ -1,7 +1,7 @@
 """The common shell of every job: arguments, config, logging, session, exit code.
 
-A job file is a few lines: ``main("ingest", body, add_args)`` where ``body(spark, cfg,
-args)`` returns a dict of results (logged as JSON) and raises on failure. Failures end
+A job file is a few lines: ``run("ingest")``; the body and its extra arguments come from
+``stages.JOBS``. A body ``(spark, cfg, args)`` returns a dict of results (logged as JSON) and raises on failure. Failures end
 in one line on stderr and a non-zero exit code: 2 for bad configuration or arguments,
 1 for anything else (LLMREC_DEBUG=1 adds the traceback).
 """
@@ -40,6 +40,18 @@ def build_parser(job: str, add_args: Callable | None = None) -> argparse.Argumen
     return parser
 
 
+def invoke(job: str, argv: list[str] | None = None) -> dict:
+    """Runs a job in this process and returns its summary; raises on failure. For
+    notebooks and callers with a SparkSession of their own (spark.mode: databricks)."""
+    from llmrec.spark import get_session
+    from llmrec.stages import JOBS
+
+    body, add_args = JOBS[job]
+    args = build_parser(job, add_args).parse_args(argv or [])
+    cfg = conf_mod.load(args.conf, args.overrides)
+    return body(get_session(cfg), cfg, args) or {}
+
+
 def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[str] | None = None) -> int:
     setup_logging()
     parser = build_parser(job, add_args)
@@ -66,6 +78,20 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
     return 0
 
 
-def run(job: str, body: Callable, add_args: Callable | None = None) -> None:
+def run(job: str) -> None:
     """Entry point for jobs/*.py: runs main and exits with its code."""
-    sys.exit(main(job, body, add_args))
+    from llmrec.stages import JOBS
+
+    sys.exit(main(job, *JOBS[job]))
+
+
+def console(argv: list[str] | None = None) -> None:
+    """The `llmrec JOB [args]` console script: the same jobs as submit.sh, for a Spark
+    that already exists (a Databricks cluster, pyspark in a notebook's driver)."""
+    from llmrec.stages import JOBS
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in JOBS:
+        print(f"usage: llmrec JOB [--conf FILE] [--set k=v]...; jobs: {', '.join(JOBS)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(argv[0], *JOBS[argv[0]], argv=argv[1:]))

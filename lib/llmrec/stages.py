@@ -231,3 +231,11 @@ def pipeline_args(parser: ArgumentParser) -> None:
     parser.add_argument("--stages", type=stage_list, default=None,
                         help="comma-separated stages to run, in pipeline order (default: all)")
     force_arg(parser)
+
+
+# Every job by name with its extra arguments: the jobs/*.py files, the `llmrec` console
+# script (wheel installs, Databricks python_wheel_task) and notebooks all dispatch here.
+JOBS = {**{name: (body, None) for name, body in PIPELINE},
+        "ingest": (ingest, date_args), "clean": (clean, date_args), "tokenize": (tokenize, force_arg),
+        "train": (train, force_arg), "search": (search, search_args),
+        "explain": (explain, explain_args), "pipeline": (pipeline, pipeline_args)}

@@ -92,6 +92,7 @@ def submit(job, *args, master=None, timeout=600):
     return done
 
 
+@pytest.mark.timeout(1800)  # three applications on a 2-core machine
 def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_dir):
     url, ui = cluster
     root = tmp_path / "root"
@@ -105,13 +106,15 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     assert "stage tokenize: done" in data.output and "stage train" not in data.output
     evaluate = ["--set", "evaluate.ks=1,5", "--set", f"evaluate.reports_dir={tmp_path / 'reports'}",
                 "--set", "evaluate.run=cluster", "--set", "evaluate.models=popular,item_item,fused,hybrid"]
-    outputs = {}
-    for job, extra in (("embed", []), ("candidates", []), ("recommend", []), ("search", []),
-                       ("explain", []), ("explain", ["--user", "U0000001"]), ("evaluate", evaluate)):
-        done = submit(job, *sets, *extra, master=url)
-        assert done.returncode == 0, f"{job} failed:\n{done.output[-3000:]}"
-        assert f"job {job} finished" in done.output
-        outputs[job] = done.output
+    # the inference stages in one application (each submit costs a JVM and an app start),
+    # then one user's explanations printed
+    served = submit("pipeline", "--stages", "embed,candidates,recommend,search,explain,evaluate",
+                    *sets, *evaluate, master=url)
+    assert served.returncode == 0, f"inference pipeline failed:\n{served.output[-3000:]}"
+    assert "job pipeline finished" in served.output
+    one = submit("explain", "--user", "U0000001", *sets, master=url)
+    assert one.returncode == 0, f"explain --user failed:\n{one.output[-3000:]}"
+    outputs = {"explain": one.output, "evaluate": served.output}
     assert "Recommendations for U0000001" in outputs["explain"]
     assert re.search(r"^#1 .*\n    (Because you|Popular with)", outputs["explain"], re.M)
     report = tmp_path / "reports" / "cluster" / "report.html"
@@ -119,7 +122,7 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     # the jobs really ran on the cluster: the master lists them as completed applications
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
         apps = json.load(resp)["completedapps"]
-    assert len(apps) >= 5
+    assert len(apps) >= 3
 
     cfg = make_config(root, *SHOP)
     events = tables.read(spark, cfg, SILVER_EVENTS)
