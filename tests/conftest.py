@@ -95,8 +95,7 @@ def shop(spark, tmp_path_factory, tiny_dir):
 
     root = tmp_path_factory.mktemp("shop") / "root"
     cfg = make_config(root, *SHOP)
-    for name in ("generate", "ingest", "clean", "interactions"):
-        dict(stages.PIPELINE)[name](spark, cfg, Namespace())
+    stages.pipeline(spark, cfg, Namespace(stages=["generate", "ingest", "clean", "interactions"]))
     return root
 
 

@@ -49,7 +49,9 @@ def invoke(job: str, argv: list[str] | None = None) -> dict:
     body, add_args = JOBS[job]
     args = build_parser(job, add_args).parse_args(argv or [])
     cfg = conf_mod.load(args.conf, args.overrides)
-    return body(get_session(cfg), cfg, args) or {}
+    from llmrec import runs
+
+    return runs.execute(get_session(cfg), cfg, job, body, args, runs.new_run_id())
 
 
 def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[str] | None = None) -> int:
@@ -65,8 +67,10 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
     try:
         from llmrec.spark import get_session
 
+        from llmrec import runs
+
         spark = get_session(cfg)
-        result = body(spark, cfg, args) or {}
+        result = runs.execute(spark, cfg, job, body, args, runs.new_run_id())
     except Exception as err:  # one clear line; the traceback only on request
         if os.environ.get("LLMREC_DEBUG"):
             traceback.print_exc()

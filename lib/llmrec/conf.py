@@ -339,6 +339,14 @@ class ExplainConf:
 
 
 @dataclass
+class TrackingConf:
+    # MLflow tracking URI (file:/path, http://host:5000, databricks); null: the
+    # MLFLOW_TRACKING_URI environment variable, if set; neither: no tracking.
+    mlflow_uri: Optional[str] = None
+    experiment: str = "llmrec"
+
+
+@dataclass
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
@@ -356,6 +364,7 @@ class Config:
     search: SearchConf = field(default_factory=SearchConf)
     evaluate: EvaluateConf = field(default_factory=EvaluateConf)
     explain: ExplainConf = field(default_factory=ExplainConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
 
     @property
     def raw_root(self) -> str:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from argparse import ArgumentParser, ArgumentTypeError, Namespace
 
 from llmrec.cli import parse_dates
 from llmrec.conf import Config, join
-from llmrec.progress import log, stage
+from llmrec.progress import fmt_duration, log, stage
 
 
 def generate(spark, cfg: Config, args: Namespace) -> dict:
@@ -207,14 +208,37 @@ PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
 
 
 def pipeline(spark, cfg: Config, args: Namespace) -> dict:
-    """Every stage in order (or those of --stages), on the configured source."""
+    """Every stage in order (or those of --stages), on the configured source; a stage
+    whose outputs are complete for the same inputs and config is skipped (--no-resume
+    or --force: run them all). Writes the run summary to <root>/runs/<run>.json."""
+    from llmrec import runs, tracking
+
     wanted = getattr(args, "stages", None) or [name for name, _ in PIPELINE]
+    resume = getattr(args, "resume", True) and not getattr(args, "force", False)
+    run_id = runs.new_run_id()
+    summary = {"run_id": run_id, "status": "running", "resume": resume, "stages": [],
+               "config": cfg.to_dict(), "started_at": runs.now().isoformat() + "Z"}
+    started = time.monotonic()
     results = {}
-    for name, body in PIPELINE:
-        if name not in wanted or (name == "generate" and cfg.source.kind != "synthetic"):
-            continue
-        results[name] = body(spark, cfg, args)
-    return results
+    with tracking.pipeline_run(cfg, run_id):
+        try:
+            for name, body in PIPELINE:
+                if name not in wanted or (name == "generate" and cfg.source.kind != "synthetic"):
+                    continue
+                results[name] = runs.execute(spark, cfg, name, body, args, run_id, resume)
+            summary["status"] = "done"
+        except BaseException as err:
+            summary["status"], summary["error"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+            raise
+        finally:
+            summary["seconds"] = round(time.monotonic() - started, 1)
+            summary["stages"] = runs.stage_records(spark, cfg, run_id)
+            summary["results"] = results
+            path = runs.write_summary(spark, cfg, run_id, summary)
+            log.info("pipeline %s %s in %s; run summary: %s", run_id, summary["status"],
+                     fmt_duration(summary["seconds"]), path)
+    return {"run_id": run_id, "summary": path,
+            "stages": {r["stage"]: r["status"] for r in summary["stages"]}}
 
 
 def pipeline_args(parser: ArgumentParser) -> None:
@@ -230,6 +254,8 @@ def pipeline_args(parser: ArgumentParser) -> None:
 
     parser.add_argument("--stages", type=stage_list, default=None,
                         help="comma-separated stages to run, in pipeline order (default: all)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="run every chosen stage even if its outputs are up to date")
     force_arg(parser)
 
 

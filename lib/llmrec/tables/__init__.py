@@ -69,6 +69,31 @@ def overwrite(df: DataFrame, cfg: Config, table: Table) -> None:
         .save(path(cfg, table))
 
 
+def append(df: DataFrame, cfg: Config, table: Table) -> None:
+    """A blind append (one commit; concurrent appends never conflict in Delta)."""
+    _writer(conform(df, table), table).mode("append").save(path(cfg, table))
+
+
+def rows_written(spark: SparkSession, cfg: Config, table: Table, since: int | None) -> int:
+    """Rows the table's commits after version `since` (all, if None) inserted or updated,
+    from their operation metrics: nothing is counted by reading data."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, path(cfg, table)).history()
+    if since is not None:
+        history = history.where(F.col("version") > since)
+    total = 0
+    for row in history.select("operation", "operationMetrics").collect():
+        m = row["operationMetrics"] or {}
+        if row["operation"] == "MERGE":
+            total += int(m.get("numTargetRowsInserted", 0)) + int(m.get("numTargetRowsUpdated", 0))
+        elif row["operation"] == "UPDATE":
+            total += int(m.get("numUpdatedRows", 0))
+        elif row["operation"] != "DELETE":
+            total += int(m.get("numOutputRows", 0))
+    return total
+
+
 def _literal(value) -> str:
     if isinstance(value, (dt.date, dt.datetime)):
         return f"'{value.isoformat()}'"

@@ -172,9 +172,18 @@ LEDGER = Table("meta", "ledger", _schema(
     ("rows_out", L, True), ("quarantined", L, True), ("finished_at", T, False),
 ), key=("stage", "entity", "dt"))
 
+# A row per stage run (done, skipped or failed): what resume checks and what the run
+# summaries and dashboards read.
+STAGE_RUNS = Table("meta", "stage_runs", _schema(
+    ("run_id", S, False), ("stage", S, False), ("status", S, False), ("fingerprint", S, False),
+    ("outputs", S, False), ("rows_in", L, True), ("rows_out", L, True), ("quarantined", L, True),
+    ("seconds", D, False), ("started_at", T, False), ("finished_at", T, False), ("error", S, True),
+    ("summary", S, True),
+), key=("run_id", "stage"))
+
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
        SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, ITEM_EMBEDDINGS,
        USER_EMBEDDINGS, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS, EVAL_METRICS,
-       SEARCH_RESULTS, LEDGER)
+       SEARCH_RESULTS, LEDGER, STAGE_RUNS)
 BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
 SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}
