@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -38,6 +39,38 @@ def build_parser(job: str, add_args: Callable | None = None) -> argparse.Argumen
     if add_args:
         add_args(parser)
     return parser
+
+
+def java_causes(err: BaseException) -> list[str]:
+    """The first lines of the Java exceptions behind a Spark error, outermost first: the
+    innermost ("java.io.IOException: No space left on device") is what the Python-side
+    message often buries. Empty for errors that did not come from the JVM."""
+    origin = getattr(err, "_origin", None) or getattr(err, "java_exception", None)
+    chain = []
+    try:
+        while origin is not None and len(chain) < 20:
+            chain.append(str(origin.toString()).strip().splitlines()[0])
+            origin = origin.getCause()
+    except Exception:  # the gateway may be gone (the JVM died): keep what we have
+        pass
+    return chain
+
+
+def describe(err: BaseException) -> str:
+    """One line for a failure: the error's first line (for a bare Py4J error, which says
+    only which Java call failed, the root cause instead), the root cause if different,
+    and the file Spark was reading or writing if it named one."""
+    text = str(err).strip()
+    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+    chain = java_causes(err)
+    if chain:
+        root = chain[-1]
+        line = root if type(err).__name__ == "Py4JJavaError" else \
+            line if root in line else f"{line} (cause: {root})"
+        files = [m.group(1) for c in chain for m in [re.search(r"(?:reading|to) file (\S+?)\.?(?:\s|$)", c)] if m]
+        if files and files[0] not in line:
+            line += f" [file {files[0]}]"
+    return line
 
 
 def invoke(job: str, argv: list[str] | None = None) -> dict:
@@ -74,8 +107,7 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
     except Exception as err:  # one clear line; the traceback only on request
         if os.environ.get("LLMREC_DEBUG"):
             traceback.print_exc()
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"llmrec {job} failed: {type(err).__name__}: {message}", file=sys.stderr)
+        print(f"llmrec {job} failed: {describe(err)}", file=sys.stderr)
         return 1
     log.info("job %s finished in %s: %s", job, fmt_duration(time.monotonic() - started),
              json.dumps(result, default=str))

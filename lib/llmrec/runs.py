@@ -22,6 +22,7 @@ import uuid
 from typing import Callable
 
 from llmrec import storage, tables, tracking
+from llmrec.cli import describe
 from llmrec.conf import Config, join
 from llmrec.progress import fmt_duration, log
 from llmrec.tables import schemas
@@ -193,7 +194,7 @@ def execute(spark, cfg: Config, name: str, body: Callable, args, run_id: str,
     except BaseException as err:
         record = {"stage": name, "status": "failed", "fingerprint": fp, "rows_in": rows_in,
                   "seconds": round(time.monotonic() - started, 1),
-                  "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"}
+                  "error": describe(err)}
         _append(spark, cfg, run_id, record, started_at, {}, None)
         raise
     record = {"stage": name, "status": "done", "fingerprint": fp, "rows_in": rows_in,

@@ -9,7 +9,7 @@ import os
 import time
 from argparse import ArgumentParser, ArgumentTypeError, Namespace
 
-from llmrec.cli import parse_dates
+from llmrec.cli import describe, parse_dates
 from llmrec.conf import Config, join
 from llmrec.progress import fmt_duration, log, stage
 
@@ -228,7 +228,7 @@ def pipeline(spark, cfg: Config, args: Namespace) -> dict:
                 results[name] = runs.execute(spark, cfg, name, body, args, run_id, resume)
             summary["status"] = "done"
         except BaseException as err:
-            summary["status"], summary["error"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+            summary["status"], summary["error"] = "failed", describe(err)
             raise
         finally:
             summary["seconds"] = round(time.monotonic() - started, 1)

@@ -2,17 +2,15 @@
 127.0.0.1 (started here from the pip package, stopped at the end), plus the
 submit.sh failure paths a user meets first."""
 import json
-import os
 import re
-import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
 from pyspark.sql import functions as F
 
 from conftest import ROOT, make_config
+from standalone import Cluster, submit
 from llmrec import tables
 from llmrec.tables.schemas import (
     EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, QUARANTINE, RECOMMENDATIONS, SEARCH_RESULTS,
@@ -20,76 +18,19 @@ from llmrec.tables.schemas import (
 )
 
 pytestmark = pytest.mark.integration
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-SPARK_CLASS = str(ROOT / ".venv" / "bin" / "spark-class")
 SHOP = ["synthetic.users=200", "synthetic.items=80", "synthetic.days=20", "synthetic.events=5000",
         "synthetic.bad_row_rate=0.03", "spark.shuffle_partitions=4"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, what, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A standalone master + one worker (2 cores, 3g) bound to loopback only."""
-    work = tmp_path_factory.mktemp("standalone")
-    port, ui, worker_ui = free_port(), free_port(), free_port()
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(work / "worker"),
-               SPARK_LOG_DIR=str(work / "logs"), PYSPARK_PYTHON=PYTHON)
-    logs = open(work / "daemons.log", "w")
-    master = subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(ui)], env=env, stdout=logs,
-                              stderr=subprocess.STDOUT)
-    url = f"spark://127.0.0.1:{port}"
-    procs = [master]
+    """A standalone master + one worker (2 cores, 3g)."""
+    cl = Cluster(tmp_path_factory.mktemp("standalone"))
     try:
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, "master")
-        worker = subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                   "--webui-port", str(worker_ui), "--cores", "2", "--memory", "3g", url],
-                                  env=env, stdout=logs, stderr=subprocess.STDOUT)
-        procs.append(worker)
-
-        def alive_workers():
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=2) as resp:
-                return json.load(resp)["aliveworkers"] >= 1
-        wait_for(alive_workers, "worker registration")
-        yield url, ui
+        cl.add_worker(2, "3g")
+        yield cl.url, cl.ui
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        logs.close()
-
-
-def submit(job, *args, master=None, timeout=600):
-    """Runs submit.sh; spark-submit merges the Python driver's stderr into stdout, so
-    `output` is both, in order."""
-    cmd = [str(ROOT / "submit.sh"), job, *args]
-    if master:
-        cmd += ["--", "--master", master, "--executor-memory", "1g", "--total-executor-cores", "2"]
-    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
-    done.output = done.stdout
-    return done
+        cl.stop()
 
 
 @pytest.mark.timeout(1800)  # three applications on a 2-core machine

@@ -2,22 +2,62 @@
 
 Writes are one of: overwrite of the partitions a batch owns (replaceWhere), insert of
 keys not yet present (MERGE), or upsert by key (MERGE). Each is a single Delta commit,
-so a failed job leaves the table as it was and a rerun adds no duplicates.
+so a failed job leaves the table as it was and a rerun adds no duplicates. A write that
+loses a race with another writer of the same table is redone (see `_retrying`).
 """
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+import functools
+import random
+import time
+from typing import Callable, Iterable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec.conf import Config, join
+from llmrec.progress import log
 from llmrec.tables.schemas import LEDGER, Table
 
 
 class SchemaError(ValueError):
     pass
+
+
+class ConcurrentWriteError(RuntimeError):
+    pass
+
+
+# Delta's optimistic concurrency: a commit that lost the race against another writer of
+# the same table (another run of the same stage) fails with one of these; the write is
+# then redone against the table's new version. Names as PySpark and delta-spark raise them.
+_CONFLICTS = ("ConcurrentAppend", "ConcurrentDeleteRead", "ConcurrentDeleteDelete",
+              "ConcurrentTransaction", "MetadataChanged", "ProtocolChanged", "DELTA_CONCURRENT",
+              "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+
+def _retrying(write: Callable) -> Callable:
+    """Retries a whole write (plan, files and commit) when Delta reports a conflicting
+    concurrent commit; after `attempts` it fails with one line naming the table."""
+    @functools.wraps(write)
+    def wrapper(df, cfg, table, *args, attempts: int = 5, **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                return write(df, cfg, table, *args, **kwargs)
+            except Exception as err:
+                text = f"{type(err).__name__}: {err}"
+                conflict = next((c for c in _CONFLICTS if c in text), None)
+                if conflict is None:
+                    raise
+                if attempt == attempts:
+                    raise ConcurrentWriteError(
+                        f"{table.qualified} was changed by another writer at the same time "
+                        f"({conflict}) {attempts} times in a row; rerun the stage") from None
+                log.warning("%s: concurrent commit by another writer (%s); retrying (%d/%d)",
+                            table.qualified, conflict, attempt, attempts - 1)
+                time.sleep(random.uniform(0.5, 2.0) * attempt)
+    return wrapper
 
 
 def path(cfg: Config, table: Table) -> str:
@@ -64,11 +104,13 @@ def _writer(df: DataFrame, table: Table):
     return writer
 
 
+@_retrying
 def overwrite(df: DataFrame, cfg: Config, table: Table) -> None:
     _writer(conform(df, table), table).mode("overwrite").option("overwriteSchema", "true") \
         .save(path(cfg, table))
 
 
+@_retrying
 def append(df: DataFrame, cfg: Config, table: Table) -> None:
     """A blind append (one commit; concurrent appends never conflict in Delta)."""
     _writer(conform(df, table), table).mode("append").save(path(cfg, table))
@@ -111,6 +153,7 @@ def partition_predicate(**values: Iterable) -> str:
     return " AND ".join(parts)
 
 
+@_retrying
 def overwrite_partitions(df: DataFrame, cfg: Config, table: Table, **partitions: Iterable) -> None:
     """Atomically replaces exactly the given partitions (and nothing else) with df's rows."""
     writer = _writer(conform(df, table), table)
@@ -139,6 +182,7 @@ def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
     return int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)))
 
 
+@_retrying
 def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") -> int:
     """Inserts rows whose key is not in the table yet; existing rows are left untouched.
     Returns the number of rows inserted.
@@ -156,6 +200,7 @@ def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") 
     return last_commit_inserted(df.sparkSession, cfg, table)
 
 
+@_retrying
 def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> None:
     """Inserts new keys and updates existing ones (only where ``newer`` holds, if given)."""
     from delta.tables import DeltaTable
