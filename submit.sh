@@ -55,10 +55,12 @@ fi
 mkdir -p build
 "$PYTHON" - <<'PY'
 import pathlib, zipfile
-with zipfile.ZipFile("build/llmrec.zip.tmp", "w", zipfile.ZIP_DEFLATED) as z:
+import os
+tmp = pathlib.Path(f"build/llmrec.zip.{os.getpid()}.tmp")  # concurrent submits: each its own
+with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
     for p in sorted(pathlib.Path("lib").rglob("*.py")):
         z.write(p, p.relative_to("lib"))
-pathlib.Path("build/llmrec.zip.tmp").replace("build/llmrec.zip")
+tmp.replace("build/llmrec.zip")
 PY
 
 DELTA_VERSION="$(sed -n 's/^delta-spark==//p' requirements/base.txt)"

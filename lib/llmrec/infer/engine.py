@@ -170,12 +170,15 @@ def run(ref: ModelRef, first: list[str], second: list[str] | None = None) -> np.
         order = np.arange(n)
     out = None
     gpu = m.device.type == "cuda"
+    # A model built for shorter inputs (the tiny test BERT, a model trained at
+    # tokenize.max_length) cannot take embed.max_length tokens: cut at what it can.
+    max_length = min(ref.max_length, getattr(m.model.config, "max_position_embeddings", ref.max_length))
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
         for start in range(0, n, ref.batch_size):
             idx = order[start:start + ref.batch_size]
             a = [first[i] for i in idx]
             b = [second[i] for i in idx] if second is not None else None
-            enc = model_mod.tokenize_pairs(m.tokenizer, a, b, ref.max_length, ref.truncation,
+            enc = model_mod.tokenize_pairs(m.tokenizer, a, b, max_length, ref.truncation,
                                            "longest", "pt").to(m.device)
             if ref.task == "embed":
                 hidden = m.model(**enc).last_hidden_state.float()
