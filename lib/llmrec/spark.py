@@ -40,10 +40,9 @@ def get_session(cfg: Config):
 
     mode = cfg.spark.mode
     if mode == "databricks":
-        active = SparkSession.getActiveSession()
-        if active is None:
-            raise RuntimeError("spark.mode=databricks but no active SparkSession (run on Databricks)")
-        return active
+        # A notebook has an active session; a job's python_wheel_task may not have one
+        # bound to its thread yet, and getOrCreate attaches to the cluster's.
+        return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
 
     # Workers must run the same interpreter as the driver (the project venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
