@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -121,7 +122,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
 
     # Written once and read back: every metric reads the lists, and the plans that made
     # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
-    staging = join(storage.absolute(cfg.storage.root), "_staging", "eval_lists", name)
+    staging = join(storage.absolute(cfg.storage.root), "_staging", f"eval_lists-{name}-{uuid.uuid4().hex[:12]}")
     baselines.ranked_lists(spark, cfg, models, users, k).write.mode("overwrite").parquet(staging)
     lists = spark.read.parquet(staging).cache()
     log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))

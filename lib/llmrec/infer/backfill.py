@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -72,7 +73,8 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         return summary
     chunks = math.ceil(todo_n / cfg.embed.chunk_rows)
     parallelism = spark.sparkContext.defaultParallelism
-    staging = join(storage.absolute(cfg.storage.root), "_staging", table.name)
+    # This run's own staging folder: another run of the stage may be staging at once.
+    staging = join(storage.absolute(cfg.storage.root), "_staging", f"{table.name}-{uuid.uuid4().hex[:12]}")
     log.info("embed %s: %s of %s rows to embed with %s in %d chunk(s)", table.qualified,
              f"{todo_n:,}", f"{total:,}", model, chunks)
     embed = engine.embed_udf(ref)
@@ -104,6 +106,7 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         log.info("embed %s: chunk %d/%d: %s rows in %s; %s/%s done, %.1f rows/s, ETA %s",
                  table.qualified, chunk + 1, chunks, f"{rows:,}", fmt_duration(time.monotonic() - t0),
                  f"{done:,}", f"{todo_n:,}", rate, fmt_duration(max(eta, 0.0)))
+    storage.remove_tree(staging)
     summary.update(embedded=done, chunks=chunks,
                    rows_per_s=round(done / max(time.monotonic() - started, 1e-9), 1))
     return summary
