@@ -182,6 +182,14 @@ def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
     return int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)))
 
 
+def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
+    """Creates the table empty, so that even the first write is a MERGE: a plain first
+    append racing another run's would not conflict in Delta and would duplicate keys.
+    Two runs creating it at once conflict (ProtocolChanged), and the loser retries."""
+    if not exists(spark, cfg, table):
+        _writer(spark.createDataFrame([], table.schema), table).mode("append").save(path(cfg, table))
+
+
 @_retrying
 def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") -> int:
     """Inserts rows whose key is not in the table yet; existing rows are left untouched.
@@ -191,12 +199,10 @@ def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") 
     """
     from delta.tables import DeltaTable
 
-    if not exists(df.sparkSession, cfg, table):  # the first write creates the table
-        _writer(conform(df, table), table).mode("append").save(path(cfg, table))
-    else:
-        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
-        target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
-            .whenNotMatchedInsertAll().execute()
+    _create_if_absent(df.sparkSession, cfg, table)
+    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+    target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
+        .whenNotMatchedInsertAll().execute()
     return last_commit_inserted(df.sparkSession, cfg, table)
 
 
@@ -205,9 +211,7 @@ def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> N
     """Inserts new keys and updates existing ones (only where ``newer`` holds, if given)."""
     from delta.tables import DeltaTable
 
-    if not exists(df.sparkSession, cfg, table):  # the first write creates the table
-        _writer(conform(df, table), table).mode("append").save(path(cfg, table))
-        return
+    _create_if_absent(df.sparkSession, cfg, table)
     target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
     merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
     merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
