@@ -62,6 +62,10 @@ def describe(err: BaseException) -> str:
     and the file Spark was reading or writing if it named one."""
     text = str(err).strip()
     line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+    if type(err).__name__ == "PythonException":  # a UDF failed: its traceback's last line
+        raised = [x.strip() for x in text.splitlines() if re.match(r"\s*[\w.]+(Error|Exception)\b.*:", x)]
+        if raised:
+            return f"PythonException in a Spark task: {raised[-1]}"
     chain = java_causes(err)
     if chain:
         root = chain[-1]

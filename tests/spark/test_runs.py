@@ -89,3 +89,23 @@ def test_failed_stage_is_recorded_and_summarised(spark, tmp_path):
     assert pipeline(spark, small, stages=["generate"])[0]["stages"] == {"generate": "skipped"}
     args = Namespace(stages=["examples"], resume=True, force=False)
     assert not runs.is_done(spark, small, "examples", runs.fingerprint(spark, small, "examples", args))
+
+
+def test_failures_are_one_line_with_their_cause(spark):
+    """A UDF's exception: the line is the Python error it raised, not Spark's 'see the
+    stack trace below'; a Java error: its root cause."""
+    from pyspark.sql.functions import udf
+
+    from llmrec.cli import describe
+
+    @udf("int")
+    def broken(x):
+        raise RuntimeError(f"tensor size {x} does not match")
+
+    with pytest.raises(Exception) as raised:
+        spark.range(1).select(broken("id")).collect()
+    assert describe(raised.value) == "PythonException in a Spark task: RuntimeError: tensor size 0 does not match"
+    with pytest.raises(Exception) as raised:
+        spark.read.parquet("/nonexistent/llmrec/table").collect()
+    line = describe(raised.value)
+    assert "\n" not in line and "/nonexistent/llmrec/table" in line
