@@ -1,9 +1,10 @@
 """The common shell of every job: arguments, config, logging, session, exit code.
 
 A job file is a few lines: ``run("ingest")``; the body and its extra arguments come from
-``stages.JOBS``. A body ``(spark, cfg, args)`` returns a dict of results (logged as JSON) and raises on failure. Failures end
-in one line on stderr and a non-zero exit code: 2 for bad configuration or arguments,
-1 for anything else (LLMREC_DEBUG=1 adds the traceback).
+``stages.JOBS``. A body ``(spark, cfg, args)`` returns a dict of results (logged as
+JSON) and raises on failure. Failures end in one line on stderr (see `describe`) and a
+non-zero exit code: 2 for bad configuration or arguments, 1 for anything else
+(LLMREC_DEBUG=1 adds the traceback).
 """
 from __future__ import annotations
 

@@ -25,14 +25,14 @@ from llmrec import storage, tables, tracking
 from llmrec.cli import describe
 from llmrec.conf import Config, join
 from llmrec.progress import fmt_duration, log
-from llmrec.tables import schemas
+from llmrec.tables import schemas as T
 
 
 @dataclasses.dataclass(frozen=True)
 class StageIO:
     sections: tuple[str, ...]             # config sections that shape the outputs
-    inputs: tuple[schemas.Table, ...] = ()
-    outputs: tuple[schemas.Table, ...] = ()
+    inputs: tuple[T.Table, ...] = ()
+    outputs: tuple[T.Table, ...] = ()
     input_files: Callable[[Config], list[str]] = lambda cfg: []
     output_files: Callable[[Config], list[str]] = lambda cfg: []
 
@@ -53,39 +53,39 @@ def _model(cfg: Config) -> list[str]:
     return [output_dir(cfg)]
 
 
-_BRONZE, _SILVER = tuple(schemas.BRONZE.values()), tuple(schemas.SILVER.values())
+_BRONZE, _SILVER = tuple(T.BRONZE.values()), tuple(T.SILVER.values())
 _ENCODE = ("model", "tokenize", "infer", "embed", "examples")
+_EMBEDDINGS = (T.ITEM_EMBEDDINGS, T.USER_EMBEDDINGS)
 IO = {
     "generate": StageIO(("source", "synthetic"), output_files=_raw),
     "ingest": StageIO(("source",), outputs=_BRONZE, input_files=_raw),
     "clean": StageIO(("source", "interactions"), _BRONZE, _SILVER),
-    "interactions": StageIO(("interactions",), _SILVER, (schemas.USER_INDEX, schemas.ITEM_INDEX, schemas.INTERACTIONS),
+    "interactions": StageIO(("interactions",), _SILVER, (T.USER_INDEX, T.ITEM_INDEX, T.INTERACTIONS),
                             output_files=lambda cfg: [join(cfg.storage.root, "export")]),
-    "examples": StageIO(("interactions", "examples"), (schemas.INTERACTIONS, schemas.SILVER_ITEMS, schemas.ITEM_INDEX),
-                        (schemas.EXAMPLES,)),
-    "tokenize": StageIO(("examples", "tokenize", "model"), (schemas.EXAMPLES,), output_files=_shards),
+    "examples": StageIO(("interactions", "examples"), (T.INTERACTIONS, T.SILVER_ITEMS, T.ITEM_INDEX),
+                        (T.EXAMPLES,)),
+    "tokenize": StageIO(("examples", "tokenize", "model"), (T.EXAMPLES,), output_files=_shards),
     "train": StageIO(("model", "tokenize", "train"), input_files=_shards, output_files=_model),
-    "embed": StageIO(_ENCODE, (schemas.SILVER_ITEMS, schemas.ITEM_INDEX, schemas.INTERACTIONS, schemas.USER_INDEX),
-                     (schemas.ITEM_EMBEDDINGS, schemas.USER_EMBEDDINGS)),
+    "embed": StageIO(_ENCODE, (T.SILVER_ITEMS, T.ITEM_INDEX, T.INTERACTIONS, T.USER_INDEX), _EMBEDDINGS),
     "candidates": StageIO(("candidates", "recommend", "interactions"),
-                          (schemas.INTERACTIONS, schemas.ITEM_INDEX, schemas.ITEM_EMBEDDINGS, schemas.USER_EMBEDDINGS),
-                          (schemas.ITEM_NEIGHBORS, schemas.POPULAR_ITEMS, schemas.CANDIDATES)),
-    "recommend": StageIO(("recommend", "candidates", *_ENCODE), (schemas.CANDIDATES, schemas.INTERACTIONS, schemas.SILVER_ITEMS),
-                         (schemas.RECOMMENDATIONS,), input_files=_model),
-    "search": StageIO(("search", "candidates", *_ENCODE), (schemas.ITEM_EMBEDDINGS, schemas.USER_EMBEDDINGS, schemas.ITEM_INDEX),
-                      (schemas.SEARCH_RESULTS,), input_files=lambda cfg: [cfg.search.queries]),
-    "explain": StageIO(("explain", "recommend", *_ENCODE), (schemas.ITEM_EMBEDDINGS, schemas.INTERACTIONS),
-                       (schemas.RECOMMENDATIONS,), input_files=_model),
+                          (T.INTERACTIONS, T.ITEM_INDEX, *_EMBEDDINGS),
+                          (T.ITEM_NEIGHBORS, T.POPULAR_ITEMS, T.CANDIDATES)),
+    "recommend": StageIO(("recommend", "candidates", *_ENCODE), (T.CANDIDATES, T.INTERACTIONS, T.SILVER_ITEMS),
+                         (T.RECOMMENDATIONS,), input_files=_model),
+    "search": StageIO(("search", "candidates", *_ENCODE), (*_EMBEDDINGS, T.ITEM_INDEX), (T.SEARCH_RESULTS,),
+                      input_files=lambda cfg: [cfg.search.queries]),
+    "explain": StageIO(("explain", "recommend", *_ENCODE), (T.ITEM_EMBEDDINGS, T.INTERACTIONS),
+                       (T.RECOMMENDATIONS,), input_files=_model),
     "evaluate": StageIO(("evaluate", "candidates", "recommend", "interactions", *_ENCODE),
-                        (schemas.INTERACTIONS, schemas.CANDIDATES, schemas.RECOMMENDATIONS, schemas.EXAMPLES, schemas.ITEM_EMBEDDINGS),
-                        (schemas.EVAL_METRICS,), input_files=_model),
+                        (T.INTERACTIONS, T.CANDIDATES, T.RECOMMENDATIONS, T.EXAMPLES, T.ITEM_EMBEDDINGS),
+                        (T.EVAL_METRICS,), input_files=_model),
 }
 ORDER = list(IO)
 # Arguments that change what a stage does (the rest, like --conf, are in the config).
 _ARGS_IGNORED = {"conf", "overrides", "stages", "force", "resume"}
 
 
-def _versions(spark, cfg: Config, group: tuple[schemas.Table, ...]) -> dict[str, int | None]:
+def _versions(spark, cfg: Config, group: tuple[T.Table, ...]) -> dict[str, int | None]:
     return {t.qualified: tables.version(spark, cfg, t) if tables.exists(spark, cfg, t) else None
             for t in group}
 
@@ -128,9 +128,9 @@ def _outputs_state(spark, cfg: Config, name: str) -> dict:
 
 
 def _done_runs(spark, cfg: Config) -> list[dict]:
-    if not tables.exists(spark, cfg, schemas.STAGE_RUNS):
+    if not tables.exists(spark, cfg, T.STAGE_RUNS):
         return []
-    rows = tables.read(spark, cfg, schemas.STAGE_RUNS).where("status = 'done'") \
+    rows = tables.read(spark, cfg, T.STAGE_RUNS).where("status = 'done'") \
         .select("stage", "fingerprint", "outputs", "finished_at").collect()
     return sorted((r.asDict() for r in rows), key=lambda r: r["finished_at"])
 
@@ -143,15 +143,12 @@ def is_done(spark, cfg: Config, name: str, fp: str) -> bool:
     if not mine or mine[-1]["fingerprint"] != fp:
         return False
     last = mine[-1]
-    current = _outputs_state(spark, cfg, name)
-    recorded = json.loads(last["outputs"])
-    if current.get("files", "") != recorded.get("files", ""):
+    current, recorded = _outputs_state(spark, cfg, name), json.loads(last["outputs"])
+    if current.pop("files", "") != recorded.get("files", ""):
         return False
     for table, version in current.items():
-        if table == "files" or version is None:
-            if version is None and table != "files":
-                return False
-            continue
+        if version is None:
+            return False
         # the newest run that wrote this table must be this one or a later stage's amendment
         writers = [r for r in runs if json.loads(r["outputs"]).get(table) is not None
                    and r["finished_at"] >= last["finished_at"]]
@@ -163,12 +160,12 @@ def is_done(spark, cfg: Config, name: str, fp: str) -> bool:
     return True
 
 
-def _rows(spark, cfg: Config, group: tuple[schemas.Table, ...]) -> int:
+def _rows(spark, cfg: Config, group: tuple[T.Table, ...]) -> int:
     # Delta answers count() from its log's statistics: no data is read.
     return sum(tables.read(spark, cfg, t).count() for t in group if tables.exists(spark, cfg, t))
 
 
-def _written(spark, cfg: Config, before: dict[str, int | None], group: tuple[schemas.Table, ...]) -> int:
+def _written(spark, cfg: Config, before: dict[str, int | None], group: tuple[T.Table, ...]) -> int:
     return sum(tables.rows_written(spark, cfg, t, before.get(t.qualified)) for t in group
                if tables.exists(spark, cfg, t))
 
@@ -186,7 +183,7 @@ def execute(spark, cfg: Config, name: str, body: Callable, args, run_id: str,
         record = {"stage": name, "status": "skipped", "fingerprint": fp, "seconds": 0.0}
         _append(spark, cfg, run_id, record, started_at, {}, None)
         return record
-    watched = tuple(dict.fromkeys(io.outputs + (schemas.QUARANTINE,)))
+    watched = tuple(dict.fromkeys(io.outputs + (T.QUARANTINE,)))
     before = _versions(spark, cfg, watched)
     rows_in = _rows(spark, cfg, tuple(t for t in io.inputs if t not in io.outputs))
     try:
@@ -199,7 +196,7 @@ def execute(spark, cfg: Config, name: str, body: Callable, args, run_id: str,
         raise
     record = {"stage": name, "status": "done", "fingerprint": fp, "rows_in": rows_in,
               "rows_out": _written(spark, cfg, before, io.outputs),
-              "quarantined": _written(spark, cfg, before, (schemas.QUARANTINE,)),
+              "quarantined": _written(spark, cfg, before, (T.QUARANTINE,)),
               "seconds": round(time.monotonic() - started, 1)}
     log.info("stage %s: rows in %s, rows out %s, quarantined %s, %s", name, f"{record['rows_in']:,}",
              f"{record['rows_out']:,}", f"{record['quarantined']:,}", fmt_duration(record["seconds"]))
@@ -213,7 +210,7 @@ def _append(spark, cfg: Config, run_id: str, record: dict, started_at, outputs: 
            record.get("rows_in"), record.get("rows_out"), record.get("quarantined"), record["seconds"],
            started_at, now(), record.get("error"),
            json.dumps(summary, default=str) if summary is not None else None)
-    tables.append(spark.createDataFrame([row], schemas.STAGE_RUNS.schema), cfg, schemas.STAGE_RUNS)
+    tables.append(spark.createDataFrame([row], T.STAGE_RUNS.schema), cfg, T.STAGE_RUNS)
 
 
 def now() -> dt.datetime:
@@ -232,7 +229,7 @@ def write_summary(spark, cfg: Config, run_id: str, summary: dict) -> str:
 
 
 def stage_records(spark, cfg: Config, run_id: str) -> list[dict]:
-    rows = tables.read(spark, cfg, schemas.STAGE_RUNS).where(f"run_id = '{run_id}'").orderBy("finished_at").collect()
+    rows = tables.read(spark, cfg, T.STAGE_RUNS).where(f"run_id = '{run_id}'").orderBy("finished_at").collect()
     keep = ("stage", "status", "rows_in", "rows_out", "quarantined", "seconds", "error")
     return [{k: r[k] for k in keep if r[k] is not None} for r in rows]
 
