@@ -229,6 +229,8 @@ def write_summary(spark, cfg: Config, run_id: str, summary: dict) -> str:
 
 
 def stage_records(spark, cfg: Config, run_id: str) -> list[dict]:
+    if not tables.exists(spark, cfg, T.STAGE_RUNS):  # a run with no stage to run
+        return []
     rows = tables.read(spark, cfg, T.STAGE_RUNS).where(f"run_id = '{run_id}'").orderBy("finished_at").collect()
     keep = ("stage", "status", "rows_in", "rows_out", "quarantined", "seconds", "error")
     return [{k: r[k] for k in keep if r[k] is not None} for r in rows]
