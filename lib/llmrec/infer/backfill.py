@@ -94,10 +94,9 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         # Staged first, so the MERGE reads finished vectors and never runs the model twice.
         chunk_path = f"{staging}/chunk-{chunk:05d}"
         out.write.mode("overwrite").parquet(chunk_path)
+        before = tables.version(spark, cfg, table) if tables.exists(spark, cfg, table) else None
         tables.merge_upsert(spark.read.parquet(chunk_path), cfg, table)
-        metrics = tables.last_commit_metrics(spark, cfg, table)
-        rows = int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0))) + \
-            int(metrics.get("numTargetRowsUpdated", 0))
+        rows = tables.rows_written(spark, cfg, table, before)
         storage.remove_tree(chunk_path)
         done += rows
         elapsed = time.monotonic() - started
