@@ -250,12 +250,14 @@ class CandidatesConf:
     # per user that vote for their neighbours.
     neighbors: int = 30
     history_items: int = 20
-    # Rows per block of the blockwise top-K (one task per query block x corpus block).
+    # Vectors per block of the blockwise top-K (a task holds a query block and streams
+    # corpus blocks past it: memory is two blocks and their score matrix).
     block_rows: int = 4096
     # Embedding searches (content neighbours, profile, search): exact matrix products, or
-    # faiss, an HNSW graph per corpus block (approximate, for catalogs where exact
-    # products are too many; use a large block_rows with it). ALS stays exact.
+    # faiss, an HNSW graph per graph_rows corpus vectors (approximate, for catalogs where
+    # exact products are too many). ALS stays exact.
     index: Literal["exact", "faiss"] = "exact"
+    graph_rows: int = 250_000
     als: AlsConf = field(default_factory=AlsConf)
 
 
@@ -492,7 +494,8 @@ _POSITIVE = {
     "InferConf": ("batch_size", "arrow_batch_rows"),
     "EmbedConf": ("max_length", "chunk_rows"),
     "AlsConf": ("rank", "iterations"),
-    "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows"),
+    "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows",
+                       "graph_rows"),
     "RecommendConf": ("k", "rerank_top"),
     "SearchConf": ("k", "retrieve"),
     "EvaluateConf": ("sample_users",),

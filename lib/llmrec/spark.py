@@ -34,6 +34,12 @@ def delta_jars() -> list[str]:
     return jars
 
 
+# SQL settings a running session takes, so they hold on Databricks too (whose session
+# is attached to, not built): Arrow batches to Python UDFs bounded in bytes as well as
+# rows, since each row of the top-K's pairs holds two whole blocks of vectors.
+RUNTIME = {"spark.sql.execution.arrow.maxBytesPerBatch": str(64 << 20)}
+
+
 def get_session(cfg: Config):
     """Returns the SparkSession for the configured mode, creating it if needed."""
     from pyspark.sql import SparkSession
@@ -42,7 +48,10 @@ def get_session(cfg: Config):
     if mode == "databricks":
         # A notebook has an active session; a job's python_wheel_task may not have one
         # bound to its thread yet, and getOrCreate attaches to the cluster's.
-        return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+        spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+        for key, value in RUNTIME.items():
+            spark.conf.set(key, cfg.spark.conf.get(key, value))
+        return spark
 
     # Workers must run the same interpreter as the driver (the project venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -55,6 +64,7 @@ def get_session(cfg: Config):
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         # Deterministic, schema-checked writes; no silent column additions.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        **RUNTIME,
     }
     if mode == "local":
         # Local mode and loopback clusters: never bind to another interface.

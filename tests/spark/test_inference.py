@@ -77,21 +77,23 @@ def test_model_loaded_once_per_worker(spark, tiny_dir, tmp_path):
     assert len(pids) < 12  # 12 partitions, far fewer loads: workers reuse the model
 
 
-def test_topk_exact_blockwise_matches_numpy(spark):
+@pytest.mark.parametrize("n_queries", [70, 10])  # 5 query blocks; 1 (the corpus spread over partitions)
+def test_topk_exact_blockwise_matches_numpy(spark, n_queries):
     rng = np.random.default_rng(3)
     q = rng.normal(size=(70, 8)).astype(np.float32)
     c = rng.normal(size=(90, 8)).astype(np.float32)
     c[10] = c[20] = c[30]  # exact ties: the smaller id must come first
     c_ids = np.arange(1000, 1090)
     exclude = {int(i): [int(c_ids[(i * 7) % 90]), int(c_ids[(i * 11) % 90])] for i in range(0, 70, 3)}
-    queries = spark.createDataFrame([(int(i), q[i].tolist(), exclude.get(i)) for i in range(70)],
+    queries = spark.createDataFrame([(int(i), q[i].tolist(), exclude.get(i)) for i in range(n_queries)],
                                     "qid long, vector array<float>, seen array<long>")
     corpus = spark.createDataFrame([(int(c_ids[j]), c[j].tolist()) for j in range(90)],
                                    "cid long, vector array<float>")
     got = {}
     for r in topk(queries, corpus, 7, block_rows=16, exclude="seen").orderBy("qid", "rank").collect():
         got.setdefault(r.qid, []).append((r.cid, r.rank))
-    for i in range(70):  # plain numpy: full sort by (-score, id)
+    assert sorted(got) == list(range(n_queries))
+    for i in range(n_queries):  # plain numpy: full sort by (-score, id)
         s = c @ q[i]
         order = sorted((j for j in range(90) if int(c_ids[j]) not in exclude.get(i, [])),
                        key=lambda j: (-s[j], c_ids[j]))[:7]
@@ -109,7 +111,7 @@ def test_topk_faiss_option_recall(spark):
                                     "qid long, vector array<float>, seen array<long>")
     corpus = spark.createDataFrame([(j, c[j].tolist()) for j in range(300)], "cid long, vector array<float>")
     got = {}
-    for r in topk(queries, corpus, 10, block_rows=100, exclude="seen", index="faiss").collect():
+    for r in topk(queries, corpus, 10, block_rows=20, exclude="seen", index="faiss", graph_rows=100).collect():
         got.setdefault(r.qid, set()).add(r.cid)
     hits = 0
     for i in range(60):

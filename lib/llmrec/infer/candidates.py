@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from llmrec import tables
-from llmrec.conf import CANDIDATE_SOURCES, Config
+from llmrec.conf import CANDIDATE_SOURCES, CandidatesConf, Config
 from llmrec.features import examples as ex, map_lookup
 from llmrec.infer.backfill import history_splits
 from llmrec.infer.topk import topk
@@ -97,10 +97,11 @@ def cooc_neighbors(recent: DataFrame, n: int) -> DataFrame:
     return top_per(sim, "item_idx", n, tie="neighbor_idx")
 
 
-def content_neighbors(item_vectors: DataFrame, n: int, block_rows: int, index: str = "exact") -> DataFrame:
+def content_neighbors(item_vectors: DataFrame, n: int, conf: CandidatesConf) -> DataFrame:
     """(item_idx, neighbor_idx, score, rank): cosine of item embeddings, best n per item."""
     queries = item_vectors.select("item_idx", "vector", F.array("item_idx").alias("self"))
-    return topk(queries, item_vectors, n, block_rows, "item_idx", "item_idx", exclude="self", index=index) \
+    return topk(queries, item_vectors, n, conf.block_rows, "item_idx", "item_idx", exclude="self",
+                index=conf.index, graph_rows=conf.graph_rows) \
         .select(F.col("qid").alias("item_idx"), F.col("cid").alias("neighbor_idx"), "score", "rank")
 
 
@@ -138,7 +139,7 @@ def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
     return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
-                index=cfg.candidates.index) \
+                index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows) \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
 
@@ -186,7 +187,7 @@ def build(spark: SparkSession, cfg: Config) -> dict:
                                     cfg, ITEM_NEIGHBORS, kind=["cooc"])
     if "content" in on:
         vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
-        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf.block_rows, conf.index)
+        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf)
                                     .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
     for kind in ("cooc", "content"):
         if kind in on:
