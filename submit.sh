@@ -45,6 +45,11 @@ MASTER=""
 for ((i = 0; i < ${#SUBMIT_ARGS[@]}; i++)); do
   [ "${SUBMIT_ARGS[$i]}" = "--master" ] && MASTER="${SUBMIT_ARGS[$((i + 1))]}"
 done
+# The driver's heap is fixed when spark-submit starts its JVM: a session setting made
+# later (spark.driver.memory) comes too late, so it goes on the command line here.
+if [[ " ${SUBMIT_ARGS[*]} " != *" --driver-memory "* ]]; then
+  SUBMIT_ARGS=(--driver-memory "$(conf_get spark.driver_memory)" "${SUBMIT_ARGS[@]}")
+fi
 if [ -z "$MASTER" ]; then
   MASTER="$(conf_get spark.master)"
   [ -n "$MASTER" ] || MASTER="local[*]"

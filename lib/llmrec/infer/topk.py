@@ -102,13 +102,18 @@ def best_k(scores: np.ndarray, c_ids: np.ndarray, k: int):
     return rows, ids, vals
 
 
-def _blocks(df: DataFrame, id_col: str, vec_col: str, blocks: int, exclude_col: str | None = None) -> DataFrame:
-    """(block, ids, vectors flattened[, excluded]): one row per block of the rows."""
+def _blocks(df: DataFrame, id_col: str, vec_col: str, blocks: int, parts: int,
+            exclude_col: str | None = None) -> DataFrame:
+    """(block, ids, vectors flattened[, excluded]): one row per block, the blocks in `parts`
+    partitions by range (one block each when parts = blocks)."""
     row = [F.col(id_col).alias("id"), F.col(vec_col).cast("array<float>").alias("v")]
     if exclude_col:
         row.append(F.col(exclude_col).cast("array<long>").alias("x"))
+    # Partitioned before packing: the range sampling then reads small rows, and the
+    # packing happens once, in the partition the block stays in.
     packed = df.select(F.pmod(F.xxhash64(F.col(id_col)), F.lit(blocks)).alias("block"),
                        F.struct(*row).alias("row")) \
+        .repartitionByRange(parts, "block") \
         .groupBy("block").agg(F.collect_list("row").alias("rows"))
     cols = ["block", F.col("rows.id").alias("ids"), F.flatten("rows.v").alias("vectors")]
     if exclude_col:
@@ -237,27 +242,25 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
     cores = queries.sparkSession.sparkContext.defaultParallelism
     q_blocks = max(1, math.ceil(queries.count() / block_rows))
     c_blocks = max(1, math.ceil(corpus.count() / (block_rows if index == "exact" else graph_rows)))
-    q = _blocks(queries, query_id, vector, q_blocks, exclude) \
-        .select(F.col("block").alias("q_block"), F.col("ids").alias("q_ids"), F.col("vectors").alias("q_vectors"),
-                *(["excluded"] if exclude else []))
-    c = _blocks(corpus, corpus_id, vector, c_blocks) \
-        .select(F.col("block").alias("c_block"), F.col("ids").alias("c_ids"), F.col("vectors").alias("c_vectors"))
     # A cartesian product, never a broadcast: each task pairs a partition of one side,
     # streamed, with one block of the other, held (in the JVM and by the kernel).
     # Enough tasks for every core twice over, and no more streamed partitions than that.
     if index == "exact":  # hold a query block, stream the corpus past it
-        parts = min(c_blocks, max(1, math.ceil(2 * cores / q_blocks)))
-        pairs = c.repartitionByRange(parts, "c_block").hint("shuffle_replicate_nl") \
-            .crossJoin(q.repartitionByRange(q_blocks, "q_block"))
-        found = pairs.mapInArrow(_exact_kernel(k, exclude is not None), RESULT)
-        if parts == 1:
-            return found  # each query's corpus all went through one task: its top k is final
+        q_parts, c_parts = q_blocks, min(c_blocks, max(1, math.ceil(2 * cores / q_blocks)))
     else:  # hold a corpus block's graph (built once), stream the queries past it
-        parts = min(q_blocks, max(1, math.ceil(2 * cores / c_blocks)))
-        pairs = q.repartitionByRange(parts, "q_block").hint("shuffle_replicate_nl") \
-            .crossJoin(c.repartitionByRange(c_blocks, "c_block"))
-        found = pairs.mapInArrow(_faiss_kernel(k, exclude is not None), RESULT)
-        if c_blocks == 1:
-            return found
+        q_parts, c_parts = min(q_blocks, max(1, math.ceil(2 * cores / c_blocks))), c_blocks
+    q = _blocks(queries, query_id, vector, q_blocks, q_parts, exclude) \
+        .select(F.col("block").alias("q_block"), F.col("ids").alias("q_ids"), F.col("vectors").alias("q_vectors"),
+                *(["excluded"] if exclude else []))
+    c = _blocks(corpus, corpus_id, vector, c_blocks, c_parts) \
+        .select(F.col("block").alias("c_block"), F.col("ids").alias("c_ids"), F.col("vectors").alias("c_vectors"))
+    if index == "exact":
+        found = c.hint("shuffle_replicate_nl").crossJoin(q).mapInArrow(_exact_kernel(k, exclude is not None), RESULT)
+        final = c_parts == 1  # each query's whole corpus went through one task
+    else:
+        found = q.hint("shuffle_replicate_nl").crossJoin(c).mapInArrow(_faiss_kernel(k, exclude is not None), RESULT)
+        final = c_blocks == 1
+    if final:
+        return found
     best = Window.partitionBy("qid").orderBy(F.col("score").desc(), F.col("cid"))
     return found.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
