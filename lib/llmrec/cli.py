@@ -103,11 +103,12 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
         print(f"llmrec {job}: config error: {err}", file=sys.stderr)
         return 2
     try:
-        from llmrec.spark import get_session
+        from llmrec.spark import get_session, where_running
 
         from llmrec import runs
 
         spark = get_session(cfg)
+        log.info("job %s on %s", job, where_running(spark))
         result = runs.execute(spark, cfg, job, body, args, runs.new_run_id())
     except Exception as err:  # one clear line; the traceback only on request
         if os.environ.get("LLMREC_DEBUG"):

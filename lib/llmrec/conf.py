@@ -31,6 +31,8 @@ class SparkConf:
     # databricks: use the running session as it is.
     mode: Literal["local", "cluster", "databricks"] = "local"
     shuffle_partitions: int = 8
+    # The driver's heap: submit.sh passes it as --driver-memory; an in-process session
+    # (tests, notebooks outside Databricks) sets it when it starts the JVM.
     driver_memory: str = "4g"
     # Extra spark.* settings passed through unchanged.
     conf: dict[str, str] = field(default_factory=dict)

@@ -89,3 +89,13 @@ def get_session(cfg: Config):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def where_running(spark) -> str:
+    """'<master>, driver heap N GiB', or what of it can be read (not the JVM under Spark Connect)."""
+    try:
+        sc = spark.sparkContext
+        heap = sc._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**30
+        return f"{sc.master}, driver heap {heap:.1f} GiB"
+    except Exception:  # noqa: BLE001 - only a log line depends on it
+        return "a session without a reachable driver JVM"

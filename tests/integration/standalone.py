@@ -49,6 +49,8 @@ class Cluster:
         self._spawn("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
                     str(self.port), "--webui-port", str(self.ui))
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() is None, "master")
+        # the web UI (worker counts) comes up after the RPC port, later still on a busy machine
+        wait_for(lambda: "aliveworkers" in self.state(), "master web UI")
 
     def _spawn(self, cls: str, *args: str, env=None) -> subprocess.Popen:
         proc = subprocess.Popen([SPARK_CLASS, cls, *args], env=env or self.env, stdout=self.logs,

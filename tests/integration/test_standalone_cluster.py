@@ -45,6 +45,9 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
                   master=url)
     assert data.returncode == 0, f"pipeline failed:\n{data.output[-3000:]}"
     assert "stage tokenize: done" in data.output and "stage train" not in data.output
+    # the driver got spark.driver_memory (4g), which only the command line can give it
+    heap = float(re.search(r"job pipeline on spark://\S+, driver heap ([\d.]+) GiB", data.output)[1])
+    assert 3.0 < heap <= 4.0, heap
     evaluate = ["--set", "evaluate.ks=1,5", "--set", f"evaluate.reports_dir={tmp_path / 'reports'}",
                 "--set", "evaluate.run=cluster", "--set", "evaluate.models=popular,item_item,fused,hybrid"]
     # the inference stages in one application (each submit costs a JVM and an app start),
