@@ -58,6 +58,21 @@ def test_lists_follow_the_protocol(spark, served):
     assert list(hybrid.item_idx) == list(recs.item_idx)
 
 
+def test_each_model_scores_only_the_users_asked(spark, served):
+    """A sample's lists are exactly its rows of everyone's lists (the item-item neighbours
+    still come from every user's history), and no other user is scored."""
+    everyone = tables.read(spark, served, RECOMMENDATIONS).select("user_idx").distinct()
+    ids = sorted(r.user_idx for r in everyone.collect())
+    sample = spark.createDataFrame([(u,) for u in ids[::3]], "user_idx long")
+    models = MODELS.split(",")
+    key = ["model", "user_idx", "rank"]
+    full = baselines.ranked_lists(spark, served, models, everyone, 5).toPandas()
+    part = baselines.ranked_lists(spark, served, models, sample, 5).toPandas()
+    assert set(part.user_idx) <= set(ids[::3]) and set(part.model) == set(models)
+    want = full[full.user_idx.isin(ids[::3])].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(part.sort_values(key).reset_index(drop=True), want, check_dtype=False)
+
+
 def test_metrics_table_and_report_agree(spark, evaluated):
     cfg, result = evaluated
     rows = tables.read(spark, cfg, EVAL_METRICS).where(F.col("run") == "t1").toPandas()

@@ -42,6 +42,12 @@ def popular(hist: DataFrame, users: DataFrame, k: int) -> DataFrame:
     return _ranked(unseen.withColumn("score", -F.col("pop_rank")), k)
 
 
+def _only(df: DataFrame, users: DataFrame) -> DataFrame:
+    """The rows of the evaluated users: each model scores only them (at scale a small sample
+    of everyone), never the whole user base to be filtered afterwards."""
+    return df.join(users.select("user_idx"), "user_idx", "left_semi")
+
+
 def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: DataFrame,
                  k: int) -> DataFrame:
     """(model, user_idx, item_idx, rank) of every model in `models` for `users` (user_idx)."""
@@ -53,22 +59,23 @@ def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: Dat
         if name == "popular":
             lists[name] = popular(hist, users, k)
         elif name == "als":
-            lists[name] = _ranked(cands.als_scores(spark, cfg, hist, excluded, k), k)
+            lists[name] = _ranked(cands.als_scores(spark, cfg, hist, excluded, k, users), k)
         elif name == "item_item":
             recent = cands.recent_positive(hist, conf.history_items)
             neighbors = cands.cooc_neighbors(recent, conf.neighbors).select("item_idx", "neighbor_idx", "score")
-            lists[name] = _ranked(cands.from_neighbors(recent, neighbors, excluded), k)
+            lists[name] = _ranked(cands.from_neighbors(_only(recent, users), neighbors, excluded), k)
         elif name == "content":
-            lists[name] = _ranked(cands.profile_scores(spark, cfg, excluded, k), k)
+            lists[name] = _ranked(cands.profile_scores(spark, cfg, excluded, k, users), k)
         elif name == "fused":
-            lists[name] = _ranked(tables.read(spark, cfg, CANDIDATES).select("user_idx", "item_idx", "score"), k)
+            lists[name] = _ranked(_only(tables.read(spark, cfg, CANDIDATES), users)
+                                  .select("user_idx", "item_idx", "score"), k)
         elif name == "hybrid":
-            lists[name] = tables.read(spark, cfg, RECOMMENDATIONS).where(F.col("rank") <= k) \
+            lists[name] = _only(tables.read(spark, cfg, RECOMMENDATIONS), users).where(F.col("rank") <= k) \
                 .select("user_idx", "item_idx", "rank")
         else:
             raise ValueError(f"unknown model {name!r}")
     out = None
     for name, df in lists.items():
-        part = df.join(users, "user_idx").select(F.lit(name).alias("model"), "user_idx", "item_idx", "rank")
+        part = df.select(F.lit(name).alias("model"), "user_idx", "item_idx", "rank")
         out = part if out is None else out.unionByName(part)
     return out

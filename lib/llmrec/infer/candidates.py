@@ -117,7 +117,15 @@ def _excluded_lists(excluded: DataFrame) -> DataFrame:
     return excluded.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
 
 
-def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: DataFrame, n: int) -> DataFrame:
+def _only(queries: DataFrame, users: DataFrame | None) -> DataFrame:
+    """The query rows of `users` (user_idx) when given: scoring a sample costs the sample."""
+    return queries if users is None else queries.join(users.select("user_idx"), "user_idx", "left_semi")
+
+
+def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: DataFrame, n: int,
+               users: DataFrame | None = None) -> DataFrame:
+    """(user_idx, item_idx, score): the best n ALS scores of every user (or of `users`);
+    the model is fitted on the whole history either way."""
     from pyspark.ml.recommendation import ALS
 
     conf = cfg.candidates.als
@@ -126,19 +134,21 @@ def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: Data
     model = ALS(rank=conf.rank, maxIter=conf.iterations, regParam=conf.reg, alpha=conf.alpha,
                 implicitPrefs=True, seed=conf.seed, userCol="user_idx", itemCol="item_idx",
                 ratingCol="weight", coldStartStrategy="drop").fit(train)
-    users = model.userFactors.select(F.col("id").cast("long").alias("user_idx"),
-                                     F.col("features").alias("vector")) \
+    queries = _only(model.userFactors.select(F.col("id").cast("long").alias("user_idx"),
+                                             F.col("features").alias("vector")), users) \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = model.itemFactors.select(F.col("id").cast("long").alias("item_idx"), F.col("features").alias("vector"))
-    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
+    return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
 
-def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int) -> DataFrame:
-    users = tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector") \
+def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int,
+                   users: DataFrame | None = None) -> DataFrame:
+    """(user_idx, item_idx, score): the n items nearest each user's (or `users`') profile embedding."""
+    queries = _only(tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector"), users) \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
-    return topk(users, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
+    return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
                 index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows) \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
