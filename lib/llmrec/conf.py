@@ -257,9 +257,11 @@ class CandidatesConf:
     block_rows: int = 4096
     # Embedding searches (content neighbours, profile, search): exact matrix products, or
     # faiss, an HNSW graph per graph_rows corpus vectors (approximate, for catalogs where
-    # exact products are too many). ALS stays exact.
+    # exact products are too many). ALS stays exact. ef_search: how deep a graph search
+    # looks (HNSW efSearch; recall against time, measured in bench/faiss_exclusions.py).
     index: Literal["exact", "faiss"] = "exact"
     graph_rows: int = 250_000
+    ef_search: int = 256
     als: AlsConf = field(default_factory=AlsConf)
 
 
@@ -497,7 +499,7 @@ _POSITIVE = {
     "EmbedConf": ("max_length", "chunk_rows"),
     "AlsConf": ("rank", "iterations"),
     "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows",
-                       "graph_rows"),
+                       "graph_rows", "ef_search"),
     "RecommendConf": ("k", "rerank_top"),
     "SearchConf": ("k", "retrieve"),
     "EvaluateConf": ("sample_users",),

@@ -29,3 +29,29 @@ def test_best_k_of_one_matrix():
     assert rows.tolist() == [0, 0, 1, 1]
     assert ids.tolist() == [20, 30, 10, 20]  # the tie at 0.9: the smaller id first
     assert np.allclose(vals, [0.9, 0.9, 0.4, 0.3])
+
+
+def test_faiss_search_gives_heavy_and_light_users_their_k():
+    """One graph, queries whose histories (left out) hold their own nearest items, a few of
+    them hundreds long: each query gets k results none of which it left out, close to the
+    exact top k, whatever the other queries in its block left out."""
+    from types import SimpleNamespace
+
+    from llmrec.infer.topk import _graph, _search
+
+    rng = np.random.default_rng(3)
+    c = rng.standard_normal((3000, 8)).astype(np.float32)
+    c_ids = rng.permutation(10_000)[:3000].astype(np.int64)
+    qv = rng.standard_normal((200, 8)).astype(np.float32)
+    scores = qv @ c.T
+    order = np.argsort(-scores, axis=1)
+    sizes = np.where(np.arange(200) % 50 == 0, 400, rng.integers(0, 6, 200))  # 4 heavy users
+    x_rows = np.repeat(np.arange(200), sizes)
+    x_ids = np.concatenate([c_ids[order[i, :n]] for i, n in enumerate(sizes)])  # their nearest
+    q = SimpleNamespace(ids=np.arange(200), vectors=qv, x_rows=x_rows, x_ids=x_ids)
+    rows, ids, _, _ = _search(_graph(c), c_ids, q, 10, ef_search=64).result()
+    assert np.bincount(rows, minlength=200).tolist() == [10] * 200
+    left_out = set(zip(x_rows.tolist(), x_ids.tolist()))
+    assert not [p for p in zip(rows.tolist(), ids.tolist()) if p in left_out]
+    want = {(i, int(c_ids[j])) for i, n in enumerate(sizes) for j in order[i, n:n + 10]}
+    assert len(want & set(zip(rows.tolist(), ids.tolist()))) / len(want) >= 0.95

@@ -101,7 +101,7 @@ def content_neighbors(item_vectors: DataFrame, n: int, conf: CandidatesConf) -> 
     """(item_idx, neighbor_idx, score, rank): cosine of item embeddings, best n per item."""
     queries = item_vectors.select("item_idx", "vector", F.array("item_idx").alias("self"))
     return topk(queries, item_vectors, n, conf.block_rows, "item_idx", "item_idx", exclude="self",
-                index=conf.index, graph_rows=conf.graph_rows) \
+                index=conf.index, graph_rows=conf.graph_rows, ef_search=conf.ef_search) \
         .select(F.col("qid").alias("item_idx"), F.col("cid").alias("neighbor_idx"), "score", "rank")
 
 
@@ -149,7 +149,7 @@ def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
     return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
-                index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows) \
+                index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows, ef_search=cfg.candidates.ef_search) \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
 

@@ -114,7 +114,7 @@ def search(spark: SparkSession, cfg: Config, queries: list[dict], batch: str,
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector", F.col("text").alias("second"))
     hits = topk(q.select("qid", "vector"), items.select("item_idx", "vector"), conf.retrieve,
                 cfg.candidates.block_rows, "qid", "item_idx", index=cfg.candidates.index,
-                graph_rows=cfg.candidates.graph_rows) \
+                graph_rows=cfg.candidates.graph_rows, ef_search=cfg.candidates.ef_search) \
         .select("qid", F.col("cid").alias("item_idx"), F.col("score").alias("retrieval_score"))
     first = F.pandas_udf(_first_texts, T.StringType())("query", "user_text")
     pairs = hits.join(q.select("qid", "query_id", "query", "user_id", "user_text"), "qid") \

@@ -14,7 +14,7 @@ A query may carry ids to leave out (items the user already has, the item itself)
 
 `index="faiss"` swaps the exact product for an HNSW graph (faiss IndexHNSWFlat, inner
 product), the roles turned round: a task holds one corpus block's graph, built once,
-and streams query blocks past it, each searched for k plus the query's excluded count;
+and streams query blocks past it, each query searched for k plus its excluded count;
 a window merges the corpus blocks' top Ks (queries x corpus blocks x K rows: a graph
 holds `graph_rows` vectors, far more than a block, and pays off only over many).
 Approximate (recall is measured in the tests), for catalogs where queries x corpus
@@ -168,20 +168,29 @@ def _graph(c: np.ndarray):
     return graph
 
 
-def _search(graph, c_ids: np.ndarray, q: Block, k: int) -> RunningTopK:
-    """The best k of each query that an HNSW search of one corpus block finds."""
-    extra = int(np.bincount(q.x_rows).max()) if len(q.x_rows) else 0
-    graph.hnsw.efSearch = max(64, 2 * (k + extra))
-    found, where = graph.search(np.ascontiguousarray(q.vectors), min(k + extra, len(c_ids)))
-    r = np.repeat(np.arange(len(q.ids)), where.shape[1])
-    where, found = where.ravel(), found.ravel()
-    ok = where >= 0
-    r, ids, found = r[ok], c_ids[where[ok]], found[ok]
-    if len(q.x_ids):
-        keep = ~np.isin(_keys(r, ids), _keys(q.x_rows, q.x_ids))
-        r, ids, found = r[keep], ids[keep], found[keep]
-    top = RunningTopK(len(q.ids), k)
-    top.merge(r, ids, found)
+def _search(graph, c_ids: np.ndarray, q: Block, k: int, ef_search: int) -> RunningTopK:
+    """The best k of each query that an HNSW search of one corpus block finds. A query asks
+    for k plus its exclusions that lie in this block; queries are searched in tiers of like
+    width (powers of two), so one heavy user does not widen its whole block's search (nor
+    deepen it: the search depth is ef_search, or the width where that is more)."""
+    n = len(q.ids)
+    inside = np.isin(q.x_ids, c_ids)
+    width = np.minimum(k + np.bincount(q.x_rows[inside], minlength=n), len(c_ids))
+    tier = np.left_shift(1, np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64))
+    top = RunningTopK(n, k)
+    for w in np.unique(tier):
+        rows = np.flatnonzero(tier == w)
+        want = int(min(w, len(c_ids)))
+        graph.hnsw.efSearch = max(ef_search, want)
+        found, where = graph.search(np.ascontiguousarray(q.vectors[rows]), want)
+        r = np.repeat(rows, want)
+        where, found = where.ravel(), found.ravel()
+        ok = where >= 0
+        r, ids, found = r[ok], c_ids[where[ok]], found[ok]
+        if inside.any():
+            keep = ~np.isin(_keys(r, ids), _keys(q.x_rows[inside], q.x_ids[inside]))
+            r, ids, found = r[keep], ids[keep], found[keep]
+        top.merge(r, ids, found)
     return top
 
 
@@ -214,7 +223,7 @@ def _exact_kernel(k: int, excluding: bool):
     return top
 
 
-def _faiss_kernel(k: int, excluding: bool):
+def _faiss_kernel(k: int, excluding: bool, ef_search: int):
     """Pairs (query block, corpus block): one graph per corpus block, each query block's
     top K in it out at once (the final window merges the corpus blocks)."""
     def top(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -226,18 +235,20 @@ def _faiss_kernel(k: int, excluding: bool):
                     graphs[c_block] = (c.ids, _graph(c.vectors))
                 c_ids, graph = graphs[c_block]
                 q = Block(batch, i, "q", excluding)
-                yield _batch(q.ids, _search(graph, c_ids, q, k))
+                yield _batch(q.ids, _search(graph, c_ids, q, k, ef_search))
 
     return top
 
 
 def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
          query_id: str = "qid", corpus_id: str = "cid", vector: str = "vector",
-         exclude: str | None = None, index: str = "exact", graph_rows: int = 250_000) -> DataFrame:
+         exclude: str | None = None, index: str = "exact", graph_rows: int = 250_000,
+         ef_search: int = 256) -> DataFrame:
     """(qid, cid, score, rank): each query's k corpus rows of highest inner product.
 
     queries: (query_id, vector[, exclude array<long>]); corpus: (corpus_id, vector).
-    Blocks of block_rows vectors; with index="faiss", graphs of graph_rows vectors.
+    Blocks of block_rows vectors; with index="faiss", graphs of graph_rows vectors searched
+    ef_search deep (HNSW's efSearch: recall against time).
     """
     cores = queries.sparkSession.sparkContext.defaultParallelism
     q_blocks = max(1, math.ceil(queries.count() / block_rows))
@@ -258,7 +269,7 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
         found = c.hint("shuffle_replicate_nl").crossJoin(q).mapInArrow(_exact_kernel(k, exclude is not None), RESULT)
         final = c_parts == 1  # each query's whole corpus went through one task
     else:
-        found = q.hint("shuffle_replicate_nl").crossJoin(c).mapInArrow(_faiss_kernel(k, exclude is not None), RESULT)
+        found = q.hint("shuffle_replicate_nl").crossJoin(c).mapInArrow(_faiss_kernel(k, exclude is not None, ef_search), RESULT)
         final = c_blocks == 1
     if final:
         return found
