@@ -42,12 +42,6 @@ def popular(hist: DataFrame, users: DataFrame, k: int) -> DataFrame:
     return _ranked(unseen.withColumn("score", -F.col("pop_rank")), k)
 
 
-def _only(df: DataFrame, users: DataFrame) -> DataFrame:
-    """The rows of the evaluated users: each model scores only them (at scale a small sample
-    of everyone), never the whole user base to be filtered afterwards."""
-    return df.join(users.select("user_idx"), "user_idx", "left_semi")
-
-
 def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: DataFrame,
                  k: int) -> DataFrame:
     """(model, user_idx, item_idx, rank) of every model in `models` for `users` (user_idx)."""
@@ -63,14 +57,14 @@ def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: Dat
         elif name == "item_item":
             recent = cands.recent_positive(hist, conf.history_items)
             neighbors = cands.cooc_neighbors(recent, conf.neighbors).select("item_idx", "neighbor_idx", "score")
-            lists[name] = _ranked(cands.from_neighbors(_only(recent, users), neighbors, excluded), k)
+            lists[name] = _ranked(cands.from_neighbors(cands.of_users(recent, users), neighbors, excluded), k)
         elif name == "content":
             lists[name] = _ranked(cands.profile_scores(spark, cfg, excluded, k, users), k)
         elif name == "fused":
-            lists[name] = _ranked(_only(tables.read(spark, cfg, CANDIDATES), users)
+            lists[name] = _ranked(cands.of_users(tables.read(spark, cfg, CANDIDATES), users)
                                   .select("user_idx", "item_idx", "score"), k)
         elif name == "hybrid":
-            lists[name] = _only(tables.read(spark, cfg, RECOMMENDATIONS), users).where(F.col("rank") <= k) \
+            lists[name] = cands.of_users(tables.read(spark, cfg, RECOMMENDATIONS), users).where(F.col("rank") <= k) \
                 .select("user_idx", "item_idx", "rank")
         else:
             raise ValueError(f"unknown model {name!r}")

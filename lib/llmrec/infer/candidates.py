@@ -117,9 +117,10 @@ def _excluded_lists(excluded: DataFrame) -> DataFrame:
     return excluded.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
 
 
-def _only(queries: DataFrame, users: DataFrame | None) -> DataFrame:
-    """The query rows of `users` (user_idx) when given: scoring a sample costs the sample."""
-    return queries if users is None else queries.join(users.select("user_idx"), "user_idx", "left_semi")
+def of_users(df: DataFrame, users: DataFrame | None) -> DataFrame:
+    """The rows of `users` (user_idx) when given, filtered before any scoring: scoring a
+    sample (evaluation's) then costs the sample, not the whole user base."""
+    return df if users is None else df.join(users.select("user_idx"), "user_idx", "left_semi")
 
 
 def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: DataFrame, n: int,
@@ -134,8 +135,8 @@ def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: Data
     model = ALS(rank=conf.rank, maxIter=conf.iterations, regParam=conf.reg, alpha=conf.alpha,
                 implicitPrefs=True, seed=conf.seed, userCol="user_idx", itemCol="item_idx",
                 ratingCol="weight", coldStartStrategy="drop").fit(train)
-    queries = _only(model.userFactors.select(F.col("id").cast("long").alias("user_idx"),
-                                             F.col("features").alias("vector")), users) \
+    queries = of_users(model.userFactors.select(F.col("id").cast("long").alias("user_idx"),
+                                                F.col("features").alias("vector")), users) \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = model.itemFactors.select(F.col("id").cast("long").alias("item_idx"), F.col("features").alias("vector"))
     return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen") \
@@ -145,11 +146,12 @@ def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: Data
 def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int,
                    users: DataFrame | None = None) -> DataFrame:
     """(user_idx, item_idx, score): the n items nearest each user's (or `users`') profile embedding."""
-    queries = _only(tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector"), users) \
+    queries = of_users(tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector"), users) \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
     return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
-                index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows, ef_search=cfg.candidates.ef_search) \
+                index=cfg.candidates.index, graph_rows=cfg.candidates.graph_rows,
+                ef_search=cfg.candidates.ef_search) \
         .select(F.col("qid").alias("user_idx"), F.col("cid").alias("item_idx"), "score")
 
 

@@ -269,7 +269,8 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
         found = c.hint("shuffle_replicate_nl").crossJoin(q).mapInArrow(_exact_kernel(k, exclude is not None), RESULT)
         final = c_parts == 1  # each query's whole corpus went through one task
     else:
-        found = q.hint("shuffle_replicate_nl").crossJoin(c).mapInArrow(_faiss_kernel(k, exclude is not None, ef_search), RESULT)
+        kernel = _faiss_kernel(k, exclude is not None, ef_search)
+        found = q.hint("shuffle_replicate_nl").crossJoin(c).mapInArrow(kernel, RESULT)
         final = c_blocks == 1
     if final:
         return found
