@@ -7,8 +7,8 @@ same graph and queries, in one command. No Spark: this is the per-task kernel.
     .venv/bin/python bench/faiss_exclusions.py [--corpus 100000] [--queries 4096] [--dim 32]
         [--k 50] [--history 12] [--ef-search 256] [--baseline e4d6754]
 
-History sizes are lognormal (median --history, default 12, like the scale run's ~13 items a user) with a
-few heavy users; a third of each history is drawn from the query's 200 nearest items so
+History sizes are lognormal (median --history, default 12, like the scale run's ~13
+items a user) with a few heavy users; a third of each history is drawn from the query's 200 nearest items so
 exclusions do remove results. Recall@k of both against the exact top k (exclusions
 applied) is reported beside the times. `--history 0`: each query leaves out one id (the
 content-neighbour case). Writes bench/results/faiss_exclusions[_self].json.
@@ -16,32 +16,14 @@ content-neighbour case). Writes bench/results/faiss_exclusions[_self].json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
-
-
-def baseline_module(commit: str):
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:lib/llmrec/infer/topk.py"],
-                         check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="topk-baseline-")) / "topk_baseline.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("topk_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from topk_stream import ROOT, baseline_module  # the previous topk.py, read from git (and lib/ on the path)
 
 
 def recall(top, truth_ids: np.ndarray) -> float:

@@ -175,6 +175,7 @@ def _search(graph, c_ids: np.ndarray, q: Block, k: int, ef_search: int) -> Runni
     deepen it: the search depth is ef_search, or the width where that is more)."""
     n = len(q.ids)
     inside = np.isin(q.x_ids, c_ids)
+    left_out = _keys(q.x_rows[inside], q.x_ids[inside]) if inside.any() else None
     width = np.minimum(k + np.bincount(q.x_rows[inside], minlength=n), len(c_ids))
     tier = np.left_shift(1, np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64))
     top = RunningTopK(n, k)
@@ -187,8 +188,8 @@ def _search(graph, c_ids: np.ndarray, q: Block, k: int, ef_search: int) -> Runni
         where, found = where.ravel(), found.ravel()
         ok = where >= 0
         r, ids, found = r[ok], c_ids[where[ok]], found[ok]
-        if inside.any():
-            keep = ~np.isin(_keys(r, ids), _keys(q.x_rows[inside], q.x_ids[inside]))
+        if left_out is not None:
+            keep = ~np.isin(_keys(r, ids), left_out)
             r, ids, found = r[keep], ids[keep], found[keep]
         top.merge(r, ids, found)
     return top
