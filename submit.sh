@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # submit.sh JOB [--conf FILE] [--set k=v]... [-- spark-submit args]
 # Packages lib/ for --py-files, attaches Delta (local jars, or --packages on clusters),
-# picks the master (spark-submit args > conf spark.master > local[*]) and runs jobs/JOB.py.
+# picks the master (spark-submit args > conf spark.master > local[*]) and runs
+# jobs/run.py JOB (the jobs are llmrec.cli.JOBS: the stages of llmrec.stages and pipeline).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
+PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
+[ -x "$PYTHON" ] || { echo "submit.sh: $PYTHON not found: run bin/setup first (or set PYTHON)" >&2; exit 2; }
+jobs() { PYTHONPATH="$HERE/lib" "$PYTHON" -m llmrec.cli --list; }
 usage() {
   echo "usage: ./submit.sh JOB [--conf FILE] [--set key=value]... [-- spark-submit args]"
   echo
-  echo "jobs:"
-  for f in jobs/*.py; do
-    printf '  %-14s %s\n' "$(basename "$f" .py)" "$(sed -n '1s/^"""\(.*\)"""$/\1/p' "$f")"
-  done
+  jobs
   echo
   echo "environment: PYTHON (default .venv/bin/python), SPARK_HOME (default: the pyspark package)"
 }
@@ -20,7 +21,7 @@ usage() {
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 JOB="$1"; shift
-[ -f "jobs/$JOB.py" ] || { echo "submit.sh: unknown job '$JOB' (./submit.sh --help lists them)" >&2; exit 2; }
+jobs | grep -q "^  $JOB " || { echo "submit.sh: unknown job '$JOB' (./submit.sh --help lists them)" >&2; exit 2; }
 
 CONF="${LLMREC_CONF:-conf/local.yaml}"
 JOB_ARGS=(); SETS=(); SUBMIT_ARGS=()
@@ -35,8 +36,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
-[ -x "$PYTHON" ] || { echo "submit.sh: $PYTHON not found: run bin/setup first (or set PYTHON)" >&2; exit 2; }
 conf_get() { PYTHONPATH="$HERE/lib" "$PYTHON" -m llmrec.conf "$CONF" "${SETS[@]}" --get "$1"; }
 MODE="$(conf_get spark.mode)" || exit 2
 
@@ -84,9 +83,6 @@ else SUBMIT="$(dirname "$PYTHON")/spark-submit"; fi
 # Local and loopback clusters bind to 127.0.0.1, never to another interface.
 case "$MASTER" in local*|spark://127.0.0.1*|spark://localhost*) export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" ;; esac
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PYTHON}" PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PYTHON}"
-# Python >= 3.11: don't put jobs/ first on sys.path, where jobs/tokenize.py would shadow
-# the standard library's tokenize module.
-export PYTHONSAFEPATH=1
 LOG_ARGS=(--driver-java-options "-Dlog4j.configurationFile=file:$HERE/conf/log4j2.properties")
 exec "$SUBMIT" "${SUBMIT_ARGS[@]}" "${DELTA_ARGS[@]}" "${LOG_ARGS[@]}" --py-files build/llmrec.zip \
-  "jobs/$JOB.py" --conf "$CONF" "${SETS[@]}" --set "spark.master=$MASTER" "${JOB_ARGS[@]}"
+  jobs/run.py "$JOB" --conf "$CONF" "${SETS[@]}" --set "spark.master=$MASTER" "${JOB_ARGS[@]}"

@@ -64,14 +64,14 @@ def prepare(root: str, items: int, chunk_rows: int) -> None:
 def child(root: str, chunk_rows: int) -> None:
     from conftest import make_config
     from llmrec.infer import backfill
-    from llmrec.progress import setup_logging, stage
+    from llmrec.progress import setup_logging, timed
     from llmrec.spark import get_session
     from llmrec.tables.schemas import ITEM_EMBEDDINGS
 
     setup_logging()
     cfg = make_config(root, *settings(root, chunk_rows), "spark.master=local[*]")
     spark = get_session(cfg)
-    with stage("embed.items", spark):  # task-level progress and ETA between chunk lines
+    with timed("embed.items", spark):  # task-level progress and ETA between chunk lines
         backfill.backfill(spark, cfg, ITEM_EMBEDDINGS, backfill.item_texts(spark, cfg))
 
 

@@ -124,7 +124,8 @@ def main() -> None:
               "spark_s": round(spark_s, 1), "pandas_s": round(pandas_s, 1),
               "ratio_pandas_over_spark": round(pandas_s / spark_s, 2), "max_abs_diff": diff,
               "metrics": {m: round(x, 6) for m, x in want.items()},
-              "machine": f"{cores} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"}
+              "machine": f"{cores} cores, {platform.processor() or platform.machine()}, "
+                         f"Python {platform.python_version()}"}
     print(json.dumps(result, indent=2))
     out = ROOT / "bench" / "results" / "eval_metrics.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -57,7 +57,6 @@ def main() -> None:
     baseline = baseline_module(args.baseline)  # before the session: workers inherit PYTHONPATH
 
     import numpy as np
-    from pyspark.sql import functions as F
 
     from llmrec import spark as sparkmod
     from llmrec.conf import load

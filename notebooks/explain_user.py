@@ -29,6 +29,8 @@ dbutils.widgets.text("overrides", "", "overrides (k=v; k=v)")
 
 # COMMAND ----------
 
+import json
+
 from llmrec.cli import invoke
 
 user = dbutils.widgets.get("user").strip()
@@ -37,7 +39,7 @@ if not user:
 conf = dbutils.widgets.get("conf")
 sets = [s.strip() for s in dbutils.widgets.get("overrides").split(";") if s.strip()]
 summary = invoke("explain", ["--conf", conf, "--user", user] + [a for s in sets for a in ("--set", s)])
-summary
+print(json.dumps(summary, indent=2, default=str))
 
 # COMMAND ----------
 

@@ -2,7 +2,7 @@
 # MAGIC %md
 # MAGIC # llmrec: the whole pipeline, stage by stage
 # MAGIC
-# MAGIC Runs every stage of `llmrec.stages.PIPELINE` in order on this cluster (as the
+# MAGIC Runs every stage of `llmrec.stages.STAGES` in order on this cluster (as the
 # MAGIC bundle's `llmrec_pipeline` job does with one task per stage), then shows what each
 # MAGIC returned. It stops at the first stage that fails, with that stage's error; the
 # MAGIC stages before it keep their outputs, and every stage is safe to run again.
@@ -35,7 +35,7 @@ import time
 
 from llmrec.cli import invoke
 from llmrec.conf import load
-from llmrec.stages import PIPELINE
+from llmrec.stages import STAGES
 
 conf = dbutils.widgets.get("conf")
 sets = [s.strip() for s in dbutils.widgets.get("overrides").split(";") if s.strip()]
@@ -44,8 +44,9 @@ wanted = [s.strip() for s in dbutils.widgets.get("stages").split(",") if s.strip
 cfg = load(conf, sets)
 
 summaries = []
-for name, _body in PIPELINE:
-    if (wanted and name not in wanted) or (name == "generate" and cfg.source.kind != "synthetic"):
+for stage in STAGES:
+    name = stage.name
+    if (wanted and name not in wanted) or not stage.runs_for(cfg):
         continue
     started = time.monotonic()
     summary = invoke(name, argv)

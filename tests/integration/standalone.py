@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import ROOT
+from helpers import ROOT
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SPARK_CLASS = str(ROOT / ".venv" / "bin" / "spark-class")

@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ROOT, SHOP, fresh, make_config, tiny
-from llmrec import cli, stages, tables
+from helpers import ROOT, SHOP, fresh, make_config, tiny
+from llmrec import cli, tables
 from llmrec.tables.schemas import (
     BRONZE, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, SILVER, USER_EMBEDDINGS, USER_INDEX,
 )
-from standalone import Cluster, submit, submit_cmd
+from standalone import Cluster, submit_cmd
 
-pytestmark = pytest.mark.integration
 
 
 def sets(cfg_root, *extra):
@@ -168,7 +167,7 @@ def test_unreadable_input_file_fails_clearly_and_leaves_tables(spark, shop, tmp_
     bad.write_bytes(whole[:len(whole) // 2])  # cut short, as by an interrupted copy
     argv = [x for s in (*SHOP, f"storage.root={cfg.storage.root}", "spark.master=local[2]")
             for x in ("--set", s)]
-    assert cli.main("ingest", stages.ingest, stages.date_args, argv) == 1
+    assert cli.main("ingest", argv) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("llmrec ingest failed:") and "part-1.json.gz" in line, line
     after = {t.qualified: tables.version(spark, cfg, t) for t in (*BRONZE.values(), *SILVER.values())}

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ROOT, make_config
+from helpers import ROOT, make_config
 from standalone import Cluster, submit
 from llmrec import tables
 from llmrec.tables.schemas import (
@@ -17,7 +17,6 @@ from llmrec.tables.schemas import (
     SILVER_EVENTS, USER_INDEX,
 )
 
-pytestmark = pytest.mark.integration
 SHOP = ["synthetic.users=200", "synthetic.items=80", "synthetic.days=20", "synthetic.events=5000",
         "synthetic.bad_row_rate=0.03", "spark.shuffle_partitions=4"]
 

@@ -22,7 +22,7 @@ QUARANTINE_COLUMNS = ["reason", "record", "source", "dt"]
 
 def n_lines(path: Path, header: bool = False) -> int:
     """Records in a fixture file: non-blank lines, less the header."""
-    lines = [l for l in path.read_bytes().splitlines() if l.strip()]
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     return len(lines) - (1 if header else 0)
 
 

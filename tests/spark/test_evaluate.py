@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import SHOP, make_config, tiny
+from helpers import SHOP, make_config, tiny
 from llmrec import stages, tables
 from llmrec.evaluate import baselines, compare
 from llmrec.infer import candidates, engine, rank

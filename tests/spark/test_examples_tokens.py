@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import make_config, write_silver
+from helpers import make_config, write_silver
 from llmrec import tables
 from llmrec.conf import ExamplesConf
 from llmrec.features import examples, interactions, tokens

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from conftest import SHOP, make_config, tiny
+from helpers import SHOP, make_config, tiny
 from llmrec import stages, tables
 from llmrec.evaluate import explain
 from llmrec.features import examples as ex

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import ROOT, SHOP, fresh, make_config, tiny
+from helpers import ROOT, SHOP, fresh, make_config, tiny
 from llmrec import stages, tables
 from llmrec.infer import backfill, candidates, engine, rank, search
 from llmrec.infer.api import Recommender
@@ -212,7 +212,7 @@ def test_recommendations_topk_deterministic(spark, served):
     for r in rows:
         by_user.setdefault(r.user_idx, []).append(r)
     assert len(by_user) > 100
-    for user, rs in by_user.items():
+    for rs in by_user.values():
         assert [r.rank for r in rs] == list(range(1, len(rs) + 1)) and len(rs) <= 5
         assert all(a.score >= b.score for a, b in zip(rs, rs[1:]))
         assert all(0 < r.ce_score < 1 and 0 < r.cand_score <= 1 for r in rs)
@@ -280,9 +280,9 @@ def test_search_job_and_api(spark, served, tmp_path):
 
     rec = Recommender.load(cfg, spark)
     hits = rec.search("cast iron skillet for searing steaks", k=5)
-    assert hits["item_id"].tolist() == [r.item_id for r in res.where("query_id = 'pan'").orderBy("rank").collect()]
-    np.testing.assert_allclose(hits["score"], [r.score for r in res.where("query_id = 'pan'").orderBy("rank").collect()],
-                               atol=1e-4)
+    stored = res.where("query_id = 'pan'").orderBy("rank").collect()
+    assert hits["item_id"].tolist() == [r.item_id for r in stored]
+    np.testing.assert_allclose(hits["score"], [r.score for r in stored], atol=1e-4)
     similar = rec.similar_items(top["pan"].item_id, k=3)
     assert top["pan"].item_id not in similar["item_id"].tolist() and len(similar) == 3
     cold = rec.for_new_user(segment="Kitchen", k=4)

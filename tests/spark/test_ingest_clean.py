@@ -6,7 +6,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import make_config
+from helpers import make_config
 
 from llmrec import tables
 from llmrec.data import clean, ingest
@@ -58,6 +58,7 @@ def build_day1(cfg):
     write_raw(cfg, "items", D1, [
         item(1), item(2), item(3, price="$12"), item(4, price="-3"), item(5, title=None),
         item(6, launch_time="yesterday"), item(7, attributes="{not json"), item(2),  # dup
+        item(9, item_id={"id": 9}),  # an object for an id: ingest keeps it as its JSON text
         '{"item_id": "I8", "title": ',  # malformed line
     ])
     write_raw(cfg, "events", D1, [
@@ -68,6 +69,10 @@ def build_day1(cfg):
         event("e8", event_time="1970-01-01T00:00:00Z"), event(None),
         event("e9", item_id=None), event("e10", event_time="2024-03-01 11:00:00"),
         "not json at all",
+        # hostile ids: an object, 10,000 characters, a control character, an array, a
+        # newline in the key; a number is fine (real dumps have them) and reaches silver
+        event("e11", user_id={"x": 1}), event("e12", user_id="U" * 10_000), event("e13", user_id="U\x071"),
+        event("e14", item_id=["I1"]), event("e\n15"), event("e16", user_id=12345),
     ])
     write_raw(cfg, "reviews", D1, [
         review("r1"), review("r2", rating="7"), review("r3", rating="4.5"),
@@ -90,27 +95,28 @@ def test_bad_rows_reasons_and_counts_add_up(spark, day1):
     cfg, ingested, cleaned = day1
     assert quarantine_reasons(spark, cfg, "items", "ingest") == {"malformed_record": 1}
     assert quarantine_reasons(spark, cfg, "events", "ingest") == {"malformed_record": 1}
-    assert ingested["events"].rows_in == 13 and ingested["events"].rows_out == 12
-    assert ingested["items"].rows_in == 9
+    assert ingested["events"].rows_in == 19 and ingested["events"].rows_out == 18
+    assert ingested["items"].rows_in == 10
 
     assert quarantine_reasons(spark, cfg, "items", "clean") == {
-        "bad_price": 2, "null_title": 1, "bad_timestamp": 1, "bad_attributes": 1}
+        "bad_price": 2, "null_title": 1, "bad_timestamp": 1, "bad_attributes": 1, "bad_item_id": 1}
     assert quarantine_reasons(spark, cfg, "events", "clean") == {
         "null_user_id": 2, "unknown_item": 1, "bad_event_type": 1, "bad_timestamp": 2,
-        "null_event_id": 1, "null_item_id": 1}
+        "null_event_id": 1, "null_item_id": 1, "bad_user_id": 3, "bad_item_id": 1, "bad_event_id": 1}
     assert quarantine_reasons(spark, cfg, "reviews", "clean") == {
         "bad_rating": 3, "unknown_item": 1, "bad_timestamp": 1}
 
     silver_events = tables.read(spark, cfg, SILVER_EVENTS)
-    assert sorted(r.event_id for r in silver_events.collect()) == ["e1", "e10", "e2"]
+    assert sorted((r.event_id, r.user_id) for r in silver_events.collect()) == [
+        ("e1", "U1"), ("e10", "U1"), ("e16", "12345"), ("e2", "U1")]
     assert sorted(r.item_id for r in tables.read(spark, cfg, SILVER_ITEMS).collect()) == ["I1", "I2"]
     (r1,) = tables.read(spark, cfg, SILVER_REVIEWS).collect()
     assert r1.rating == 5 and r1.review_ts == dt.datetime(2024, 3, 1, 11, 0)  # +01:00 -> UTC
 
     # input = silver + quarantine + duplicates removed, per entity
-    for entity, c in cleaned.items():
+    for c in cleaned.values():
         assert c.rows_in == c.rows_out + c.quarantined + c.duplicates
-    assert cleaned["events"].duplicates == 1 and cleaned["events"].rows_out == 3
+    assert cleaned["events"].duplicates == 1 and cleaned["events"].rows_out == 4
     assert cleaned["items"].duplicates == 1 and cleaned["reviews"].duplicates == 1
 
     # the quarantined record keeps the raw row, so nothing is lost
@@ -153,5 +159,5 @@ def test_rerun_is_idempotent_and_new_day_leaves_old_days(spark, day1):
     assert cleaned.rows_out == 1 and cleaned.duplicates == 1 and cleaned.quarantined == 1
     assert bronze_files(spark, cfg, D1) == day1_files  # day 1's files were not rewritten
     ids = [r.event_id for r in tables.read(spark, cfg, SILVER_EVENTS).collect()]
-    assert sorted(ids) == ["e1", "e10", "e2", "e20"]
+    assert sorted(ids) == ["e1", "e10", "e16", "e2", "e20"]
     assert quarantine_reasons(spark, cfg, "events", "clean")["unknown_item"] == 2

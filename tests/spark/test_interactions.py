@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-import conftest
-from conftest import make_config
+import helpers
+from helpers import make_config
 from llmrec import tables
 from llmrec.features import csr, interactions
 from llmrec.tables.schemas import INTERACTIONS, ITEM_INDEX, USER_INDEX
@@ -22,7 +22,7 @@ def days_ago(n):
 
 def write_silver(spark, cfg, events, reviews, item_ids):
     items = [(i, i, None, None, None, 1.0, days_ago(90)) for i in item_ids]
-    conftest.write_silver(spark, cfg, events, reviews, items, DAY)
+    helpers.write_silver(spark, cfg, events, reviews, items, DAY)
 
 
 EVENTS = [

@@ -7,18 +7,19 @@ from argparse import Namespace
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import SHOP, fresh, make_config
+from helpers import SHOP, fresh, make_config
 from llmrec import runs, stages, tables
 from llmrec.tables.schemas import (
     BRONZE, BRONZE_EVENTS, INTERACTIONS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS, STAGE_RUNS,
 )
 
 DATA = ["generate", "ingest", "clean", "interactions"]
+EXAMPLES_STAGE = stages.BY_NAME["examples"]
 
 
 def pipeline(spark, cfg, **kw):
     args = Namespace(stages=kw.pop("stages", DATA), resume=kw.pop("resume", True), force=False)
-    result = stages.pipeline(spark, cfg, args)
+    result = runs.pipeline(spark, cfg, args)
     return result, json.loads(open(result["summary"]).read())
 
 
@@ -88,7 +89,7 @@ def test_failed_stage_is_recorded_and_summarised(spark, tmp_path):
     # the done stage is kept by the next run; the failed one is not taken as done
     assert pipeline(spark, small, stages=["generate"])[0]["stages"] == {"generate": "skipped"}
     args = Namespace(stages=["examples"], resume=True, force=False)
-    assert not runs.is_done(spark, small, "examples", runs.fingerprint(spark, small, "examples", args))
+    assert not runs.is_done(spark, small, EXAMPLES_STAGE, runs.fingerprint(spark, small, EXAMPLES_STAGE, args))
 
 
 def test_failures_are_one_line_with_their_cause(spark):
@@ -96,7 +97,7 @@ def test_failures_are_one_line_with_their_cause(spark):
     stack trace below'; a Java error: its root cause."""
     from pyspark.sql.functions import udf
 
-    from llmrec.cli import describe
+    from llmrec.errors import describe
 
     @udf("int")
     def broken(x):

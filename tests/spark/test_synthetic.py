@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from pyspark.sql import functions as F
 
-from conftest import make_config
+from helpers import make_config
 from llmrec import tables
 from llmrec.data import clean, ingest, synthetic
 from llmrec.tables.schemas import QUARANTINE, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_config
+from helpers import ROOT, make_config
 from llmrec import tables
 from llmrec.features import tokens
 from llmrec.tables.schemas import EXAMPLES
-from llmrec.train import launch
+from llmrec.train import launch, loop
 from llmrec.train.metrics import auc
 from llmrec.train.readers import ShardError, open_reader
 
@@ -110,13 +110,22 @@ def test_torch_distributor_two_processes_learn_and_stay_in_sync(spark, root):
 
 
 def test_early_stopping_keeps_the_best_epoch(spark, root):
-    """A learning rate too small to change anything: no epoch beats the first, so the run
-    stops after `patience` more and the saved model is epoch 1's."""
+    """A learning rate too small to change anything: no epoch beats the first by more than
+    train.min_delta (their AUCs differ only in floating-point noise, which depends on the
+    CPU), so the run stops after `patience` more and the saved model is epoch 1's."""
     cfg = make_config(root, *SETTINGS, "train.backend=torch_distributor", "train.num_proc=1",
-                      "train.epochs=5", "train.patience=1", "train.lr=1e-12", f"train.output_dir={root}/early")
+                      "train.epochs=5", "train.patience=1", "train.lr=1e-12", "train.min_delta=0.001",
+                      f"train.output_dir={root}/early")
     result = launch.run(spark, cfg)
     assert result["stopped_early"] and [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert result["best"]["epoch"] == 1 and result["world_size"] == 1
+    assert abs(result["epochs"][1]["val_auc"] - result["epochs"][0]["val_auc"]) < 0.001
+
+
+@pytest.mark.parametrize("auc, best, better", [(0.8, None, True), (0.8002, 0.8, True), (0.80005, 0.8, False),
+                                               (0.8, 0.8, False), (0.7, 0.8, False)])
+def test_an_epoch_improves_only_by_more_than_min_delta(auc, best, better):
+    assert loop.improves(auc, best, 1e-4) is better
 
 
 def test_training_failure_is_judged_by_rank0_outputs(spark, root, tmp_path):

@@ -25,12 +25,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from llmrec import conf as conf_mod
-from llmrec.cli import build_parser
-from llmrec.stages import JOBS, PIPELINE
+from helpers import ROOT
+from llmrec import bundle as bundle_mod, conf as conf_mod
+from llmrec.args import build_parser
+from llmrec.cli import JOBS
+from llmrec.stages import NAMES
 
-STAGES = [name for name, _ in PIPELINE]
+STAGES = list(NAMES)
+
 GPU_STAGES = {"train", "embed", "recommend", "explain"}
 TOP_KEYS = {"bundle", "include", "artifacts", "variables", "targets", "workspace", "sync",
             "resources", "permissions", "run_as", "presets", "experimental", "python", "scripts"}
@@ -180,6 +182,12 @@ def test_artifact_builds_the_wheel_the_tasks_install(bundle, job):
             os.path.normpath("dist/databricks/*.whl")], task["task_key"]
 
 
+def test_the_job_file_is_what_the_registry_makes():
+    assert bundle_mod.main(["--check"]) == 0, "resources/llmrec_pipeline.yml: run python -m llmrec.bundle"
+    shared = [t["python_wheel_task"]["parameters"][1:] for t in bundle_mod.job()["tasks"]]
+    assert all(args == list(bundle_mod.TASK_ARGS) for args in shared)
+
+
 def test_tasks_follow_the_pipeline(job):
     tasks = job["tasks"]
     assert [t["task_key"] for t in tasks] == STAGES
@@ -210,8 +218,7 @@ def test_task_arguments_parse_and_the_config_loads(bundle, job, target):
     configs = set()
     for task in job["tasks"]:
         stage, *argv = [substitute(p, variables) for p in task["python_wheel_task"]["parameters"]]
-        body, add_args = JOBS[stage]
-        args = build_parser(stage, add_args).parse_args(argv)  # the job's own parser accepts them
+        args = build_parser(stage, JOBS[stage].add_args).parse_args(argv)  # the job's own parser accepts them
         assert Path(args.conf) == ROOT / "conf" / "databricks.yaml"
         cfg = conf_mod.load(args.conf, args.overrides)
         configs.add(json.dumps(cfg.to_dict(), sort_keys=True))
@@ -258,7 +265,8 @@ def test_pypi_libraries_are_the_pinned_ones(job):
 
 
 def test_job_matches_the_typed_job_model(job):
-    jobs_model = pytest.importorskip("databricks.bundles.jobs", reason="pip install databricks-bundles (requirements/dev.txt)")
+    jobs_model = pytest.importorskip("databricks.bundles.jobs",
+                                     reason="pip install databricks-bundles (requirements/dev.txt)")
     model = jobs_model.Job.from_dict(job)  # raises on an unknown field or a bad enum value
     assert [t.task_key for t in model.tasks] == STAGES
     assert model.job_clusters[0].new_cluster.data_security_mode.value == "SINGLE_USER"

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from llmrec import conf as conf_mod
+from llmrec.cli import JOBS
 
 PACK = ROOT / "bin" / "pack"
 
@@ -59,8 +60,9 @@ def test_readme_names_only_real_config_keys():
 
 def test_readme_names_only_real_jobs_files_and_flags():
     for job in re.findall(r"\./submit\.sh ([a-z_]+)", SECTIONS):
-        assert (ROOT / "jobs" / f"{job}.py").is_file(), job
-    for path in set(re.findall(r"\b((?:conf|notebooks|resources|bin)/[\w./-]+\.(?:yaml|yml|sh|py)|bin/pack)\b", SECTIONS)):
+        assert job in JOBS, job
+    paths = re.findall(r"\b((?:conf|notebooks|resources|bin)/[\w./-]+\.(?:yaml|yml|sh|py)|bin/pack)\b", SECTIONS)
+    for path in set(paths):
         assert (ROOT / path).exists(), path
     accepted = set(re.findall(r"^\s+(--[a-z-]+)\)", PACK.read_text(), re.M))
     used = {f for line in re.findall(r"bin/pack[^\n`]*", SECTIONS) for f in re.findall(r"--[a-z-]+", line)}

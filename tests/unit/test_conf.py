@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from llmrec import conf
-from conftest import ROOT
+from helpers import ROOT
 
 
 @pytest.mark.parametrize("name", ["local", "cluster", "databricks"])

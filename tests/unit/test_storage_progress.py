@@ -36,15 +36,18 @@ def test_fmt_duration(seconds, text):
     assert progress.fmt_duration(seconds) == text
 
 
-def test_stage_logs_counts_and_rate(caplog):
+@pytest.mark.parametrize("counts, rated", [({"rows_in": 1000, "rows_out": 990}, True),
+                                           ({"rows": 1000}, True), ({"users": 1000}, False)])
+def test_timed_logs_counts_and_rate(caplog, counts, rated):
     progress.setup_logging()
     progress.log.propagate = True
     try:
         with caplog.at_level(logging.INFO, logger="llmrec"):
-            with progress.stage("unit") as st:
-                st.count(rows_in=1000, rows_out=990)
+            with progress.timed("unit") as st:
+                st.count(**counts)
     finally:
         progress.log.propagate = False
     done = [r.getMessage() for r in caplog.records if "done" in r.getMessage()][0]
-    assert done.startswith("stage unit: done in") and "rows_in=1,000 rows_out=990" in done
-    assert "rows/s" in done
+    assert done.startswith("stage unit: done in")
+    assert " ".join(f"{k}={v:,}" for k, v in counts.items()) in done
+    assert ("rows/s" in done) == rated

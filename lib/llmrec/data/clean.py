@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec import tables
@@ -19,7 +19,8 @@ from llmrec.data.ingest import (
     STAGE as INGEST, BatchCounts, by_day, by_reason, pending_days, require_some_input,
     write_quarantine,
 )
-from llmrec.progress import log, stage
+from llmrec.frames import top_per
+from llmrec.progress import log, timed
 from llmrec.tables.schemas import BRONZE, SILVER, SILVER_ITEMS
 
 STAGE = "clean"
@@ -42,6 +43,14 @@ def _blank(col: str) -> Column:
     return F.col(col).isNull() | (F.trim(F.col(col)) == "")
 
 
+def _bad_id(col: str, max_chars: int) -> Column:
+    """An id that is present but is a JSON object or array (stored as its text), longer
+    than max_chars, or holds a control character."""
+    value = F.col(col)
+    return value.isNotNull() & (value.rlike(r"^\s*[\[{]") | (F.length(value) > max_chars)
+                                | value.rlike(r"\p{Cntrl}"))
+
+
 def _first_reason(rules: list[tuple[str, Column]]) -> Column:
     reason = F.lit(None).cast("string")
     for name, failed in reversed(rules):
@@ -57,6 +66,7 @@ def typed(entity: str, df: DataFrame, cfg: Config, known_items: DataFrame | None
             .withColumn("attributes_map", F.from_json("attributes", "map<string,string>"))
         rules = [
             ("null_item_id", _blank("item_id")),
+            ("bad_item_id", _bad_id("item_id", cfg.source.max_id_chars)),
             ("null_title", _blank("title")),
             ("bad_price", F.col("price").isNotNull()
              & (F.col("price_num").isNull() | (F.col("price_num") < 0) | F.isnan("price_num"))),
@@ -73,6 +83,7 @@ def typed(entity: str, df: DataFrame, cfg: Config, known_items: DataFrame | None
     key = "event_id" if entity == "events" else "review_id"
     rules = [(f"null_{key}", _blank(key)), ("null_user_id", _blank("user_id")),
              ("null_item_id", _blank("item_id"))]
+    rules += [(f"bad_{c}", _bad_id(c, cfg.source.max_id_chars)) for c in (key, "user_id", "item_id")]
     if entity == "events":
         allowed = list(cfg.interactions.event_weights)
         rules.append(("bad_event_type", ~F.coalesce(F.col("event_type").isin(allowed), F.lit(False))))
@@ -99,8 +110,7 @@ def to_silver(entity: str, good: DataFrame) -> DataFrame:
 def dedup(df: DataFrame, key: tuple[str, ...]) -> DataFrame:
     """One row per key; among conflicting rows the choice is deterministic."""
     order = [F.col(c).asc_nulls_last() for c in df.columns if c not in key and c != "attributes"]
-    window = Window.partitionBy(*key).orderBy(*order)
-    return df.withColumn("_rn", F.row_number().over(window)).where("_rn = 1").drop("_rn")
+    return top_per(df, list(key), 1, *order, rank="_rn").drop("_rn")
 
 
 def clean_batch(spark: SparkSession, cfg: Config, entity: str, days: list[dt.date]) -> BatchCounts:
@@ -137,7 +147,7 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
         todo = pending_days(spark, cfg, entity, ingested, days, STAGE)
         if not todo:
             continue
-        with stage(f"clean.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
+        with timed(f"clean.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
             counts = clean_batch(spark, cfg, entity, todo)
             st.count(rows_in=counts.rows_in, silver=counts.rows_out,
                      quarantined=counts.quarantined, duplicates=counts.duplicates)

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from llmrec import tables
 from llmrec.conf import Config, join
 from llmrec.data import raw
-from llmrec.progress import log, stage
+from llmrec.progress import log, timed
 from llmrec.tables.schemas import BRONZE, QUARANTINE
 
 ENTITIES = ("items", "events", "reviews")
@@ -102,7 +102,7 @@ def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
 def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:
     results = []
     for entity, todo, good, bad, cached in _read_batches(spark, cfg, days):
-        with stage(f"ingest.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
+        with timed(f"ingest.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:
             table = BRONZE[entity]
             tables.overwrite_partitions(good, cfg, table, dt=todo)
             quarantined = write_quarantine(bad, cfg, entity, STAGE, todo)

@@ -18,13 +18,14 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config
+from llmrec.frames import best_per
 from llmrec.infer import candidates as cands
 from llmrec.tables.schemas import CANDIDATES, RECOMMENDATIONS
 
 
 def _ranked(scores: DataFrame, k: int) -> DataFrame:
     """(user_idx, item_idx, score) -> the best k per user, ties to the smaller item."""
-    return cands.top_per(scores, "user_idx", k).select("user_idx", "item_idx", F.col("rank").cast("int"))
+    return best_per(scores, "user_idx", k).select("user_idx", "item_idx", F.col("rank").cast("int"))
 
 
 def popular(hist: DataFrame, users: DataFrame, k: int) -> DataFrame:

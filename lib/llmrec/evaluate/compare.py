@@ -8,7 +8,6 @@ are those with a relevant item (and, with `evaluate.users: ranked`, a hybrid lis
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import uuid
@@ -16,6 +15,7 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from llmrec.stamps import utc_now
 from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.evaluate import baselines, metrics, report
@@ -103,7 +103,7 @@ def training_metrics(cfg: Config) -> dict | None:
 def run(spark: SparkSession, cfg: Config) -> dict:
     conf = cfg.evaluate
     _check(cfg)
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    started = utc_now()
     name = conf.run or started.strftime("%Y%m%d-%H%M%S")
     ks, models, k = conf.k_values, conf.model_names, max(conf.k_values)
 

@@ -41,7 +41,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -49,6 +49,7 @@ from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.evaluate.metrics import dot
 from llmrec.features import examples as ex
+from llmrec.frames import map_lookup, top_level_category, top_per
 from llmrec.infer import engine, rank
 from llmrec.infer.candidates import history
 from llmrec.progress import fmt_duration, log
@@ -72,7 +73,7 @@ def catalog(spark: SparkSession, cfg: Config) -> DataFrame:
     return tables.read(spark, cfg, SILVER_ITEMS) \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id") \
         .select("item_idx", "item_id", "title", "brand",
-                F.trim(F.split("category", ">").getItem(0)).alias("segment"))
+                top_level_category("category").alias("segment"))
 
 
 def positive_history(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -80,7 +81,7 @@ def positive_history(spark: SparkSession, cfg: Config) -> DataFrame:
     the user's strongest action on each ("reviewed" when only a review weighs)."""
     return history(spark, cfg).where(F.col("weight") > 0) \
         .join(ex.actions(spark, cfg), ["user_idx", "item_idx"], "left") \
-        .select("user_idx", "item_idx", F.coalesce("action", F.lit("reviewed")).alias("action"))
+        .select("user_idx", "item_idx", ex.action_phrase(F.col("event_type")).alias("action"))
 
 
 def top_history(recs: DataFrame, hist: DataFrame, vectors: DataFrame, items: DataFrame,
@@ -94,8 +95,7 @@ def top_history(recs: DataFrame, hist: DataFrame, vectors: DataFrame, items: Dat
         .join(past, "user_idx").where(F.col("h_idx") != F.col("item_idx")) \
         .select("user_idx", "rank", "h_idx", "action", dot("r_vec", "h_vec").alias("similarity"))
     # A window, not a collect of every pair: it spills for users with long histories.
-    best = Window.partitionBy("user_idx", "rank").orderBy(F.col("similarity").desc(), "h_idx")
-    kept = pairs.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= n) \
+    kept = top_per(pairs, ["user_idx", "rank"], n, F.col("similarity").desc(), "h_idx", rank="_r") \
         .join(items.select(F.col("item_idx").alias("h_idx"), F.col("item_id").alias("h_id"),
                            F.col("title").alias("h_title")), "h_idx")  # titles for the kept few only
     entry = F.struct(F.col("h_idx").alias("item_idx"), F.col("h_id").alias("item_id"),
@@ -240,9 +240,8 @@ def token_rows(spark: SparkSession, cfg: Config, recs: DataFrame) -> Optional[Da
 
 def _did(h: Column) -> Column:
     """'bought X', 'viewed X', 'added X to your cart', 'reviewed X'."""
-    title = F.coalesce(h["title"], h["item_id"])
-    return F.when(h["action"] == ex.ACTIONS["cart"][1], F.concat(F.lit("added "), title, F.lit(" to your cart"))) \
-        .otherwise(F.concat_ws(" ", h["action"], title))
+    sentence = map_lookup({a.phrase: a.sentence for a in ex.Action}, h["action"])
+    return F.replace(sentence, F.lit("{item}"), F.coalesce(h["title"], h["item_id"]))
 
 
 def reason() -> Column:

@@ -40,6 +40,8 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from llmrec.frames import top_per
+
 RANKING = ("precision", "recall", "ndcg", "map", "hit", "mrr")
 BEYOND = ("catalog_coverage", "entropy", "gini", "novelty", "diversity", "serendipity")
 
@@ -67,10 +69,8 @@ def ranking(recs: DataFrame, truth: DataFrame, ks: Sequence[int]) -> DataFrame:
     truth = truth.select("user_idx", "item_idx").distinct()
     relevant = truth.groupBy("user_idx").agg(F.count("*").alias("n_rel"))
     n_users = relevant.count()
-    by_rank = Window.partitionBy("model", "user_idx").orderBy("rank")
-    hits = recs.where(F.col("rank") <= max(ks)).join(truth, ["user_idx", "item_idx"]) \
-        .join(relevant, "user_idx") \
-        .withColumn("hit_no", F.row_number().over(by_rank))
+    hits = top_per(recs.where(F.col("rank") <= max(ks)).join(truth, ["user_idx", "item_idx"])
+                   .join(relevant, "user_idx"), ["model", "user_idx"], None, "rank", rank="hit_no")
     sums = []
     for k in ks:
         within = F.col("rank") <= k

@@ -7,11 +7,11 @@ a test) can check the page against gold.eval_metrics.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import json
 import os
 
+from llmrec.stamps import utc_now
 from llmrec.evaluate.metrics import BEYOND, RANKING
 
 PLOT_STYLE = {"hybrid": "-o", "fused": "--s", "history": ":"}  # others: "-."
@@ -182,7 +182,7 @@ def write(folder: str, result: dict) -> str:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>llmrec evaluation {result['run']}</title>
 <style>{STYLE}</style></head><body>
 <h1>llmrec evaluation: {html.escape(result['run'])}</h1>
-<p>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {result['users']:,} users evaluated.</p>
+<p>Generated {utc_now():%Y-%m-%d %H:%M} UTC; {result['users']:,} users evaluated.</p>
 <h2>Protocol</h2><dl>{protocol}</dl>
 <h2>Ranking metrics</h2>{_metric_table(result, RANKING)}
 <h2>Beyond accuracy</h2>{_metric_table(result, BEYOND)}

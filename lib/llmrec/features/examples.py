@@ -14,22 +14,41 @@ of (seed, user, target, draw number), so the examples are the same on any partit
 """
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from llmrec import tables
 from llmrec.conf import Config, ExamplesConf
-from llmrec.features import map_lookup, sample_users
+from llmrec.frames import map_lookup, sample_users, top_per
 from llmrec.tables.schemas import (
     EXAMPLES, INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, USER_INDEX,
 )
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-# Event type -> (strength, phrase); the strongest event on an item names the action.
-ACTIONS = {"view": (1, "viewed"), "cart": (2, "added to cart"), "purchase": (3, "bought")}
+
+
+class Action(enum.Enum):
+    """What a user did to an item: the strongest of the pair's event types (a pair with
+    only a review is REVIEW), its phrase in user texts and its sentence in reasons."""
+    REVIEW = ("review", 0, "reviewed", "reviewed {item}")
+    VIEW = ("view", 1, "viewed", "viewed {item}")
+    CART = ("cart", 2, "added to cart", "added {item} to your cart")
+    PURCHASE = ("purchase", 3, "bought", "bought {item}")
+
+    def __init__(self, event_type: str, strength: int, phrase: str, sentence: str):
+        self.event_type, self.strength, self.phrase, self.sentence = event_type, strength, phrase, sentence
+
+
+def action_phrase(event_type: Column) -> Column:
+    """The phrase of the Action of an event type column (null: REVIEW's)."""
+    return F.coalesce(map_lookup({a.event_type: a.phrase for a in Action}, event_type),
+                      F.lit(Action.REVIEW.phrase))
+
 NO_HISTORY = "No earlier activity."
 PRICE_BANDS = ("budget", "mid-range", "premium", "luxury")
 
@@ -63,35 +82,32 @@ def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
 
 
 def actions(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(user_idx, item_idx, action): the strongest event type of each pair, as a phrase."""
-    strength = map_lookup({k: s for k, (s, _) in ACTIONS.items()}, F.col("event_type"))
+    """(user_idx, item_idx, event_type): the strongest event type of each pair with events."""
+    strength = map_lookup({a.event_type: a.strength for a in Action}, F.col("event_type"))
     events = tables.read(spark, cfg, SILVER_EVENTS) \
         .join(tables.read(spark, cfg, USER_INDEX).select("user_id", "user_idx"), "user_id") \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id")
     best = events.groupBy("user_idx", "item_idx").agg(F.max(strength).alias("strength"))
-    phrase = map_lookup(dict(ACTIONS.values()), F.col("strength"))
-    return best.select("user_idx", "item_idx", phrase.alias("action"))
+    event_type = map_lookup({a.strength: a.event_type for a in Action}, F.col("strength"))
+    return best.select("user_idx", "item_idx", event_type.alias("event_type"))
 
 
 def sequences(spark: SparkSession, cfg: Config) -> DataFrame:
     """Every pair with its position in the user's sequence, split order and action."""
     order = map_lookup(SPLIT_ORDER, F.col("split"))
-    by_user = Window.partitionBy("user_idx").orderBy("first_ts", "item_idx")
-    return tables.read(spark, cfg, INTERACTIONS) \
+    pairs = tables.read(spark, cfg, INTERACTIONS) \
         .join(actions(spark, cfg), ["user_idx", "item_idx"], "left") \
         .select("user_idx", "item_idx", "weight", "split", order.alias("s_ord"),
-                F.coalesce("action", F.lit("reviewed")).alias("action"),
-                F.row_number().over(by_user).alias("pos"))
+                action_phrase(F.col("event_type")).alias("action"), "first_ts")
+    return top_per(pairs, "user_idx", None, "first_ts", "item_idx", rank="pos").drop("first_ts")
 
 
 def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
     """Positive pairs that become examples: (split, user_idx, target_idx, pos, s_ord)."""
     positive = seq.where(F.col("weight") > conf.min_positive_weight)
-    newest = Window.partitionBy("user_idx").orderBy(F.col("pos").desc())
     # A train target needs at least one earlier item to describe the user with.
-    train = positive.where((F.col("split") == "train") & (F.col("pos") > 1)) \
-        .withColumn("_r", F.row_number().over(newest)) \
-        .where(F.col("_r") <= conf.targets_per_user).drop("_r")
+    train = top_per(positive.where((F.col("split") == "train") & (F.col("pos") > 1)), "user_idx",
+                    conf.targets_per_user, F.col("pos").desc(), rank="_r").drop("_r")
     held_out = positive.where(F.col("split") != "train")
     chosen = train.unionByName(held_out)
     chosen = sample_users(chosen, conf.seed, conf.user_sample)
@@ -102,8 +118,7 @@ def targets(seq: DataFrame, conf: ExamplesConf) -> DataFrame:
 def _history_text(hist: DataFrame, keys: list[str], phrases: DataFrame, history_len: int) -> DataFrame:
     """keys + user_text from history rows (keys..., hpos, item_idx, action): the newest
     `history_len` items, newest first, "Recent activity: bought X (Category); viewed Y ..."."""
-    newest = Window.partitionBy(*keys).orderBy(F.col("hpos").desc())
-    hist = hist.withColumn("_r", F.row_number().over(newest)).where(F.col("_r") <= history_len) \
+    hist = top_per(hist, keys, history_len, F.col("hpos").desc(), rank="_r") \
         .join(phrases.select("item_idx", "phrase"), "item_idx") \
         .select(*keys, F.struct("hpos", F.concat_ws(" ", "action", "phrase").alias("p")).alias("e"))
     return hist.groupBy(*keys).agg(

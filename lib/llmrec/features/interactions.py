@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config, InteractionsConf
-from llmrec.features import map_lookup
+from llmrec.frames import map_lookup, top_per
 from llmrec.tables.schemas import (
     INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS, USER_INDEX, Table,
 )
@@ -49,17 +49,16 @@ def assign_split(pairs: DataFrame, conf: InteractionsConf, reference_ts: float) 
         first = F.col("first_ts").cast("double")
         label = F.when(first >= test_from, "test").when(first >= val_from, "val").otherwise("train")
         return pairs.withColumn("split", label)
-    by_user = Window.partitionBy("user_idx")
     if split.method == "ratio":
         # A seeded shuffle of each user's items: the first round(n x test_ratio) go to test.
-        order = by_user.orderBy(F.xxhash64(F.lit(split.seed), "user_idx", "item_idx"), "item_idx")
+        order = [F.xxhash64(F.lit(split.seed), "user_idx", "item_idx"), F.col("item_idx")]
         n = F.col("_items")
         test_n, val_n = F.round(n * split.test_ratio), F.round(n * split.val_ratio)
     else:  # leave_last: each user's items newest first (ties broken by item for determinism).
-        order = by_user.orderBy(F.col("first_ts").desc(), F.col("item_idx").desc())
+        order = [F.col("first_ts").desc(), F.col("item_idx").desc()]
         test_n, val_n = F.lit(split.test_n), F.lit(split.val_n)
-    ranked = pairs.withColumn("_rank", F.row_number().over(order)) \
-        .withColumn("_items", F.count("*").over(by_user))
+    ranked = top_per(pairs, "user_idx", None, *order, rank="_rank") \
+        .withColumn("_items", F.count("*").over(Window.partitionBy("user_idx")))
     eligible = F.col("_items") >= split.min_user_items
     label = F.when(eligible & (F.col("_rank") <= test_n), "test") \
         .when(eligible & (F.col("_rank") <= test_n + val_n), "val").otherwise("train")

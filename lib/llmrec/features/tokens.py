@@ -17,7 +17,6 @@ the new build.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -29,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from llmrec import storage, tables
+from llmrec import stamps, storage, tables
 from llmrec.conf import Config, join
 from llmrec.progress import log
 from llmrec.tables.schemas import EXAMPLES
@@ -86,67 +85,85 @@ def arrow_table(enc: dict[str, np.ndarray], pdf: pd.DataFrame):
     return pa.table(cols)
 
 
+class _ShardFiles:
+    """One task's shard files of a split: row groups of exactly `group_rows` rows (the last
+    may be short), at most `file_rows` rows a file; `done` lists the closed files."""
+
+    def __init__(self, fs, root: str, build: str, split: str, ctx, group_rows: int, file_rows: int):
+        self.fs, self.root, self.build, self.split, self.ctx = fs, root, build, split, ctx
+        self.group_rows, self.file_rows = group_rows, file_rows
+        self.pending = None  # rows not yet in a whole row group
+        self.current = None  # the open file: writer, path, row groups, counts
+        self.done: list[dict] = []
+
+    def add(self, table) -> None:
+        import pyarrow as pa
+
+        self.pending = table if self.pending is None else pa.concat_tables([self.pending, table])
+        self._write_groups(final=False)
+
+    def finish(self) -> list[dict]:
+        if self.pending is not None:
+            self._write_groups(final=True)
+        if self.current is not None:
+            self._close()
+        return self.done
+
+    def _open(self, schema) -> None:
+        import pyarrow.parquet as pq
+
+        # The attempt id keeps a retried task from writing over its failed twin.
+        rel = (f"{self.build}/{self.split}/part-{self.ctx.partitionId():05d}-{self.ctx.taskAttemptId()}"
+               f"-{len(self.done):03d}.parquet")
+        self.fs.create_dir(f"{self.root}/{self.build}/{self.split}", recursive=True)
+        self.current = {"split": self.split, "path": rel, "rows": 0, "row_groups": [], "positives": 0,
+                        "tokens": 0, "writer": pq.ParquetWriter(self.fs.open_output_stream(f"{self.root}/{rel}"),
+                                                                schema)}
+
+    def _close(self) -> None:
+        self.current["writer"].close()
+        self.done.append({k: self.current[k] for k in ("split", "path", "rows", "row_groups", "positives",
+                                                        "tokens")})
+        self.current = None
+
+    def _write_groups(self, final: bool) -> None:
+        import pyarrow.compute as pc
+
+        while self.pending.num_rows >= self.group_rows or (final and self.pending.num_rows):
+            n = min(self.group_rows, self.pending.num_rows)
+            group, self.pending = self.pending.slice(0, n), self.pending.slice(n)
+            if self.current is None:
+                self._open(group.schema)
+            self.current["writer"].write_table(group, row_group_size=n)
+            self.current["rows"] += n
+            self.current["row_groups"].append(n)
+            self.current["positives"] += pc.sum(group["label"]).as_py() or 0
+            self.current["tokens"] += pc.sum(pc.list_flatten(group["attention_mask"])).as_py() or 0
+            if self.current["rows"] >= self.file_rows:
+                self._close()
+
+
 def _shard_writer(base: str, build: str, name_or_path: str, max_length: int, truncation: str,
                   row_group_rows: int, rows_per_file: int):
-    """mapInPandas body: tokenizes a partition into files of whole, exact row groups."""
+    """mapInPandas body: tokenizes a partition (one split) into files of whole, exact row groups."""
     file_rows = max(1, rows_per_file // row_group_rows) * row_group_rows
 
     def write(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
         from pyspark import TaskContext
 
-        ctx = TaskContext.get()
         tok = model_mod.load_tokenizer(name_or_path)
         fs, root = storage.arrow_fs(base)
         t0 = time.perf_counter()
-        pending = None
-        current = None  # the open file: writer, path, row groups, counts
-        done = []
-
-        def close() -> None:
-            nonlocal current
-            current["writer"].close()
-            done.append({k: current[k] for k in ("split", "path", "rows", "row_groups", "positives",
-                                                  "tokens")})
-            current = None
-
-        def write_groups(final: bool) -> None:
-            nonlocal pending, current
-            while pending.num_rows >= row_group_rows or (final and pending.num_rows):
-                n = min(row_group_rows, pending.num_rows)
-                group, pending = pending.slice(0, n), pending.slice(n)
-                if current is None:
-                    # The attempt id keeps a retried task from writing over its failed twin.
-                    rel = (f"{build}/{split}/part-{ctx.partitionId():05d}-{ctx.taskAttemptId()}"
-                           f"-{len(done):03d}.parquet")
-                    fs.create_dir(f"{root}/{build}/{split}", recursive=True)
-                    current = {"split": split, "path": rel, "rows": 0, "row_groups": [],
-                               "positives": 0, "tokens": 0, "writer": pq.ParquetWriter(
-                                   fs.open_output_stream(f"{root}/{rel}"), group.schema)}
-                current["writer"].write_table(group, row_group_size=n)
-                current["rows"] += n
-                current["row_groups"].append(n)
-                current["positives"] += pc.sum(group["label"]).as_py() or 0
-                current["tokens"] += pc.sum(pc.list_flatten(group["attention_mask"])).as_py() or 0
-                if current["rows"] >= file_rows:
-                    close()
-
-        split = None
+        files = None
         for pdf in batches:
             if pdf.empty:
                 continue
-            split = pdf["split"].iloc[0]
-            enc = encode(tok, pdf["user_text"].tolist(), pdf["item_text"].tolist(), max_length,
-                         truncation)
-            table = arrow_table(enc, pdf)
-            pending = table if pending is None else pa.concat_tables([pending, table])
-            write_groups(final=False)
-        if pending is not None:
-            write_groups(final=True)
-        if current is not None:
-            close()
+            if files is None:
+                files = _ShardFiles(fs, root, build, pdf["split"].iloc[0], TaskContext.get(), row_group_rows,
+                                    file_rows)
+            enc = encode(tok, pdf["user_text"].tolist(), pdf["item_text"].tolist(), max_length, truncation)
+            files.add(arrow_table(enc, pdf))
+        done = files.finish() if files is not None else []
         seconds = time.perf_counter() - t0
         if done:
             yield pd.DataFrame([dict(f, seconds=seconds / len(done)) for f in done])
@@ -164,10 +181,8 @@ def examples_checksum(examples: DataFrame) -> str:
 
 
 def fingerprint(checksum: str, vocab_sha: str, cfg: Config) -> str:
-    key = json.dumps({"format": FORMAT, "examples": checksum, "vocab": vocab_sha,
-                      "model": cfg.model.name_or_path, "tokenize": cfg.tokenize.__dict__},
-                     sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    return stamps.fingerprint({"format": FORMAT, "examples": checksum, "vocab": vocab_sha,
+                               "model": cfg.model.name_or_path, "tokenize": cfg.tokenize.__dict__})
 
 
 def manifest_path(cfg: Config) -> str:

@@ -11,7 +11,6 @@ holds more than a chunk's texts in flight, and no step collects rows to the driv
 """
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 import uuid
@@ -19,6 +18,7 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from llmrec.stamps import utc_now
 from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.features import examples as ex
@@ -90,7 +90,7 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         parts = max(parallelism, math.ceil(min(todo_n, cfg.embed.chunk_rows) / TASK_ROWS))
         out = todo.repartition(parts, key).select(
             "*", embed("text").alias("vector"), F.lit(model).alias("model"),
-            F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).alias("updated_at"))
+            F.lit(utc_now()).alias("updated_at"))
         # Staged first, so the MERGE reads finished vectors and never runs the model twice.
         chunk_path = f"{staging}/chunk-{chunk:05d}"
         out.write.mode("overwrite").parquet(chunk_path)

@@ -14,12 +14,13 @@ History is the interactions of `infer.history_splits`; the test split stays unse
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import CANDIDATE_SOURCES, CandidatesConf, Config
-from llmrec.features import examples as ex, map_lookup
+from llmrec.features import examples as ex
+from llmrec.frames import best_per, map_lookup, top_level_category, top_per
 from llmrec.infer.backfill import history_splits
 from llmrec.infer.topk import topk
 from llmrec.progress import log
@@ -33,7 +34,7 @@ EVERYONE = "*"
 
 def history(spark: SparkSession, cfg: Config) -> DataFrame:
     """(user_idx, item_idx, weight, last_ts, purchased) of the serving history."""
-    bought = ex.actions(spark, cfg).where(F.col("action") == ex.ACTIONS["purchase"][1]) \
+    bought = ex.actions(spark, cfg).where(F.col("event_type") == ex.Action.PURCHASE.event_type) \
         .select("user_idx", "item_idx", F.lit(True).alias("purchased"))
     return tables.read(spark, cfg, INTERACTIONS).where(F.col("split").isin(history_splits(cfg))) \
         .join(bought, ["user_idx", "item_idx"], "left") \
@@ -52,26 +53,18 @@ def exclusions(hist: DataFrame, mode: str) -> DataFrame:
 
 def recent_positive(hist: DataFrame, n: int) -> DataFrame:
     """(user_idx, item_idx, weight): each user's newest n positively weighted items."""
-    newest = Window.partitionBy("user_idx").orderBy(F.col("last_ts").desc(), F.col("item_idx"))
-    return hist.where(F.col("weight") > 0).withColumn("_r", F.row_number().over(newest)) \
-        .where(F.col("_r") <= n).select("user_idx", "item_idx", "weight")
-
-
-def top_per(df: DataFrame, key: str, n: int, score: str = "score", tie: str = "item_idx") -> DataFrame:
-    """Each key's n rows of highest score (ties: the smaller `tie`), with their rank."""
-    best = Window.partitionBy(key).orderBy(F.col(score).desc(), F.col(tie))
-    return df.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= n)
+    return top_per(hist.where(F.col("weight") > 0), "user_idx", n, F.col("last_ts").desc(), F.col("item_idx")) \
+        .select("user_idx", "item_idx", "weight")
 
 
 def segments(spark: SparkSession, cfg: Config, hist: DataFrame) -> DataFrame:
     """(user_idx, segment): the top-level category a user's history weighs most in."""
-    top_level = F.trim(F.split(F.coalesce("category", F.lit("Other")), ">").getItem(0))
     items = tables.read(spark, cfg, SILVER_ITEMS).join(
         tables.read(spark, cfg, ITEM_INDEX).select("item_id", "item_idx"), "item_id") \
-        .select("item_idx", top_level.alias("segment"))
+        .select("item_idx", top_level_category("category").alias("segment"))
     per = hist.where(F.col("weight") > 0).join(items, "item_idx") \
         .groupBy("user_idx", "segment").agg(F.sum("weight").alias("score"))
-    return top_per(per, "user_idx", 1, tie="segment").select("user_idx", "segment")
+    return best_per(per, "user_idx", 1, tie="segment").select("user_idx", "segment")
 
 
 def popular(hist: DataFrame, segs: DataFrame, n: int) -> DataFrame:
@@ -81,7 +74,7 @@ def popular(hist: DataFrame, segs: DataFrame, n: int) -> DataFrame:
     per_seg = pos.groupBy("segment", "item_idx").agg(F.sum("weight").alias("score"))
     everyone = pos.groupBy("item_idx").agg(F.sum("weight").alias("score")) \
         .withColumn("segment", F.lit(EVERYONE))
-    return top_per(per_seg.unionByName(everyone), "segment", n) \
+    return best_per(per_seg.unionByName(everyone), "segment", n) \
         .select("segment", F.col("rank").cast("int"), "item_idx", F.col("score").cast("double"))
 
 
@@ -94,7 +87,7 @@ def cooc_neighbors(recent: DataFrame, n: int) -> DataFrame:
     sim = counts.join(users, "item_idx").join(
         users.select(F.col("item_idx").alias("neighbor_idx"), F.col("n").alias("m")), "neighbor_idx") \
         .select("item_idx", "neighbor_idx", (F.col("count") / F.sqrt(F.col("n") * F.col("m"))).alias("score"))
-    return top_per(sim, "item_idx", n, tie="neighbor_idx")
+    return best_per(sim, "item_idx", n, tie="neighbor_idx")
 
 
 def content_neighbors(item_vectors: DataFrame, n: int, conf: CandidatesConf) -> DataFrame:
@@ -157,7 +150,8 @@ def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int
 
 def popular_scores(users: DataFrame, segs: DataFrame, pop: DataFrame, excluded: DataFrame) -> DataFrame:
     """The user's segment's popular items (everyone's for users without a segment)."""
-    seg = users.join(segs, "user_idx", "left").select("user_idx", F.coalesce("segment", F.lit(EVERYONE)).alias("segment"))
+    seg = users.join(segs, "user_idx", "left") \
+        .select("user_idx", F.coalesce("segment", F.lit(EVERYONE)).alias("segment"))
     return seg.join(pop, "segment").select("user_idx", "item_idx", "score") \
         .join(excluded, ["user_idx", "item_idx"], "left_anti")
 
@@ -167,7 +161,7 @@ def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, p
     """Reciprocal-rank fusion of the sources' (user_idx, item_idx, score) lists."""
     ranked = None
     for name, df in sources.items():
-        part = top_per(df, "user_idx", per_source).select(
+        part = best_per(df, "user_idx", per_source).select(
             "user_idx", "item_idx", F.lit(name).alias("source"), F.col("rank").cast("int"))
         ranked = part if ranked is None else ranked.unionByName(part)
     weight = map_lookup({s: float(w) for s, w in weights.items()}, F.col("source"))
@@ -176,7 +170,7 @@ def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, p
         F.sum(weight / (F.lit(rrf_k) + F.col("rank"))).alias("score"),
         F.min(F.struct("rank", order.alias("o"), "source")).alias("best"),
         F.map_from_entries(F.collect_list(F.struct("source", "rank"))).alias("source_ranks"))
-    return top_per(merged, "user_idx", per_user).select(
+    return best_per(merged, "user_idx", per_user).select(
         "user_idx", "item_idx", "score", F.col("best.source").alias("source"), "source_ranks")
 
 

@@ -6,7 +6,6 @@ final = blend x sigmoid(cross-encoder logit) + (1 - blend) x candidate score / u
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
@@ -14,9 +13,11 @@ import os
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from llmrec.stamps import utc_now
 from llmrec import tables
 from llmrec.conf import Config
-from llmrec.features import examples as ex, sample_users
+from llmrec.features import examples as ex
+from llmrec.frames import best_per, sample_users, top_per
 from llmrec.infer import backfill, engine
 from llmrec.infer.candidates import exclusions, history
 from llmrec.progress import log
@@ -87,22 +88,20 @@ def blend(ce: str, other: str, weight: float) -> F.Column:
 
 def rerank_pool(cands: DataFrame, conf) -> DataFrame:
     """The user's best `rerank_top` by fused score plus every source's best `rerank_per_source`."""
-    best = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
     source_best = F.exists(F.map_values("source_ranks"), lambda r: r <= conf.rerank_per_source)
-    return cands.withColumn("_r", F.row_number().over(best)) \
+    return best_per(cands, "user_idx", None, rank="_r") \
         .where((F.col("_r") <= conf.rerank_top) | source_best).drop("_r")
 
 
 def top_k(scored: DataFrame, k: int, new_slots: int) -> DataFrame:
     """Each user's k best by `final` (ties: smaller item), where the best `new_slots` new
     items are always among the k; ranked by `final`."""
-    user = Window.partitionBy("user_idx")
     by_final = [F.col("final").desc(), F.col("item_idx")]
-    new_rank = F.row_number().over(Window.partitionBy("user_idx", "new_item").orderBy(*by_final))
-    reserved = F.col("new_item") & (new_rank <= new_slots)
-    chosen = scored.withColumn("_p", F.when(reserved, 0).otherwise(1)) \
-        .withColumn("_c", F.row_number().over(user.orderBy("_p", *by_final))).where(F.col("_c") <= k)
-    return chosen.withColumn("rank", F.row_number().over(user.orderBy(*by_final))).drop("_p", "_c")
+    ranked = top_per(scored, ["user_idx", "new_item"], None, *by_final, rank="_n")
+    reserved = F.col("new_item") & (F.col("_n") <= new_slots)
+    chosen = top_per(ranked.withColumn("_p", F.when(reserved, 0).otherwise(1)), "user_idx", k,
+                     "_p", *by_final, rank="_c")
+    return top_per(chosen, "user_idx", None, *by_final).drop("_n", "_p", "_c")
 
 
 def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> dict:
@@ -130,7 +129,7 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
                 F.lit(None).cast(RECOMMENDATIONS.schema["top_history"].dataType).alias("top_history"),
                 F.lit(None).cast(RECOMMENDATIONS.schema["tokens"].dataType).alias("tokens"),
                 F.lit(engine.model_id(ref) if ref else "candidates-only").alias("model"),
-                F.lit(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)).alias("generated_at"))
+                F.lit(utc_now()).alias("generated_at"))
     tables.overwrite(recs, cfg, RECOMMENDATIONS)
     return stats(spark, cfg)
 

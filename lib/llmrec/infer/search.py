@@ -18,12 +18,13 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from llmrec import tables
 from llmrec.conf import Config
+from llmrec.frames import best_per
 from llmrec.infer import backfill, engine, rank
 from llmrec.infer.topk import topk
 from llmrec.progress import log
@@ -122,8 +123,7 @@ def search(spark: SparkSession, cfg: Config, queries: list[dict], batch: str,
     scored = rank.with_ce_scores(spark, pairs, sref) \
         .withColumn("cos01", (F.col("retrieval_score") + 1.0) / 2.0) \
         .withColumn("score", rank.blend("ce_score", "cos01", conf.blend))
-    best = Window.partitionBy("query_id").orderBy(F.col("score").desc(), F.col("item_idx"))
-    results = scored.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= conf.k) \
+    results = best_per(scored, "query_id", conf.k) \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
         .withColumn("batch", F.lit(batch))
     tables.overwrite_partitions(results, cfg, SEARCH_RESULTS, batch=[batch])

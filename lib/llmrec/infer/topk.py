@@ -1,4 +1,4 @@
-"""Exact blockwise top-K by inner product, in Spark.
+"""Blockwise top-K by inner product in Spark: exact, or approximate with faiss graphs.
 
 Queries and corpus are each cut into blocks of about `block_rows` vectors (by a hash of
 the id, so no global ordering is needed). A query block sits in a partition of its own;
@@ -28,9 +28,11 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from llmrec.frames import best_per
 
 RESULT = T.StructType([T.StructField("qid", T.LongType(), False),
                        T.StructField("cid", T.LongType(), False),
@@ -275,5 +277,4 @@ def topk(queries: DataFrame, corpus: DataFrame, k: int, block_rows: int = 4096,
         final = c_blocks == 1
     if final:
         return found
-    best = Window.partitionBy("qid").orderBy(F.col("score").desc(), F.col("cid"))
-    return found.withColumn("rank", F.row_number().over(best)).where(F.col("rank") <= k)
+    return best_per(found, "qid", k, tie="cid")

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from llmrec.stamps import utc_now
 from llmrec.conf import Config, join
 from llmrec.progress import log
 from llmrec.tables.schemas import LEDGER, Table
@@ -233,7 +234,7 @@ def done_dates(spark: SparkSession, cfg: Config, stage: str, entity: str) -> set
 def record_done(spark: SparkSession, cfg: Config, stage: str, entity: str,
                 per_day: dict[dt.date, tuple[int | None, int | None, int | None]]) -> None:
     """Marks days done for a stage: {day: (rows_in, rows_out, quarantined)}, one commit."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     rows = [(stage, entity, day, *counts, now) for day, counts in sorted(per_day.items())]
     if rows:
         _writer(spark.createDataFrame(rows, LEDGER.schema), LEDGER).mode("append").save(path(cfg, LEDGER))

@@ -17,7 +17,7 @@ def _schema(*fields: tuple) -> StructType:
     return StructType([StructField(name, tp, nullable) for name, tp, nullable in fields])
 
 
-S, D, I, L, T, DT = StringType(), DoubleType(), IntegerType(), LongType(), TimestampType(), DateType()
+STR, DBL, INT, LONG, TS, DATE = StringType(), DoubleType(), IntegerType(), LongType(), TimestampType(), DateType()
 
 
 @dataclass(frozen=True)
@@ -39,68 +39,68 @@ class Table:
 
 # Raw rows as the source gave them; `dt` is the batch (ingest) date.
 BRONZE_EVENTS = Table("bronze", "events", _schema(
-    ("event_id", S, True), ("user_id", S, True), ("item_id", S, True),
-    ("event_type", S, True), ("event_time", S, True), ("source", S, False), ("dt", DT, False),
+    ("event_id", STR, True), ("user_id", STR, True), ("item_id", STR, True),
+    ("event_type", STR, True), ("event_time", STR, True), ("source", STR, False), ("dt", DATE, False),
 ), partition_by=("dt",))
 
 BRONZE_ITEMS = Table("bronze", "items", _schema(
-    ("item_id", S, True), ("title", S, True), ("description", S, True), ("category", S, True),
-    ("brand", S, True), ("price", S, True), ("attributes", S, True),  # JSON object text
-    ("launch_time", S, True), ("source", S, False), ("dt", DT, False),
+    ("item_id", STR, True), ("title", STR, True), ("description", STR, True), ("category", STR, True),
+    ("brand", STR, True), ("price", STR, True), ("attributes", STR, True),  # JSON object text
+    ("launch_time", STR, True), ("source", STR, False), ("dt", DATE, False),
 ), partition_by=("dt",))
 
 BRONZE_REVIEWS = Table("bronze", "reviews", _schema(
-    ("review_id", S, True), ("user_id", S, True), ("item_id", S, True), ("rating", S, True),
-    ("title", S, True), ("text", S, True), ("review_time", S, True), ("source", S, False),
-    ("dt", DT, False),
+    ("review_id", STR, True), ("user_id", STR, True), ("item_id", STR, True), ("rating", STR, True),
+    ("title", STR, True), ("text", STR, True), ("review_time", STR, True), ("source", STR, False),
+    ("dt", DATE, False),
 ), partition_by=("dt",))
 
 # Rows that failed a check, with the reason and the row as JSON; replaced per
 # (stage, entity, dt) so a rerun leaves the same rows.
 QUARANTINE = Table("quarantine", "rows", _schema(
-    ("entity", S, False), ("stage", S, False), ("reason", S, False), ("record", S, True),
-    ("source", S, True), ("dt", DT, False),
+    ("entity", STR, False), ("stage", STR, False), ("reason", STR, False), ("record", STR, True),
+    ("source", STR, True), ("dt", DATE, False),
 ), partition_by=("stage", "entity", "dt"))
 
 SILVER_EVENTS = Table("silver", "events", _schema(
-    ("event_id", S, False), ("user_id", S, False), ("item_id", S, False),
-    ("event_type", S, False), ("event_ts", T, False), ("source", S, False), ("dt", DT, False),
+    ("event_id", STR, False), ("user_id", STR, False), ("item_id", STR, False),
+    ("event_type", STR, False), ("event_ts", TS, False), ("source", STR, False), ("dt", DATE, False),
 ), partition_by=("dt",), key=("event_id",))
 
 SILVER_ITEMS = Table("silver", "items", _schema(
-    ("item_id", S, False), ("title", S, False), ("description", S, True),
-    ("category", S, True), ("brand", S, True), ("price", D, True),
-    ("attributes", MapType(S, S), True), ("launch_ts", T, True), ("source", S, False),
-    ("dt", DT, False),
+    ("item_id", STR, False), ("title", STR, False), ("description", STR, True),
+    ("category", STR, True), ("brand", STR, True), ("price", DBL, True),
+    ("attributes", MapType(STR, STR), True), ("launch_ts", TS, True), ("source", STR, False),
+    ("dt", DATE, False),
 ), key=("item_id",))
 
 SILVER_REVIEWS = Table("silver", "reviews", _schema(
-    ("review_id", S, False), ("user_id", S, False), ("item_id", S, False), ("rating", I, False),
-    ("title", S, True), ("text", S, True), ("review_ts", T, False), ("source", S, False),
-    ("dt", DT, False),
+    ("review_id", STR, False), ("user_id", STR, False), ("item_id", STR, False), ("rating", INT, False),
+    ("title", STR, True), ("text", STR, True), ("review_ts", TS, False), ("source", STR, False),
+    ("dt", DATE, False),
 ), partition_by=("dt",), key=("review_id",))
 
 # Stable dense ids: a new id gets max+1..; an old id keeps its index forever.
 USER_INDEX = Table("gold", "user_index", _schema(
-    ("user_id", S, False), ("user_idx", L, False), ("first_seen", T, True),
+    ("user_id", STR, False), ("user_idx", LONG, False), ("first_seen", TS, True),
 ), key=("user_id",))
 
 ITEM_INDEX = Table("gold", "item_index", _schema(
-    ("item_id", S, False), ("item_idx", L, False), ("first_seen", T, True),
+    ("item_id", STR, False), ("item_idx", LONG, False), ("first_seen", TS, True),
 ), key=("item_id",))
 
 INTERACTIONS = Table("gold", "interactions", _schema(
-    ("user_idx", L, False), ("item_idx", L, False), ("weight", D, False), ("n", L, False),
-    ("first_ts", T, False), ("last_ts", T, False), ("split", S, False),
+    ("user_idx", LONG, False), ("item_idx", LONG, False), ("weight", DBL, False), ("n", LONG, False),
+    ("first_ts", TS, False), ("last_ts", TS, False), ("split", STR, False),
 ), partition_by=("split",), key=("user_idx", "item_idx"))
 
 # Cross-encoder pairs: a user's history text and a candidate item's text; label 1 for a
 # held-out positive, 0 for a sampled negative (kind: positive|uniform|popularity|hard).
 # Rebuilt whole by each examples run (deterministic by seed).
 EXAMPLES = Table("gold", "examples", _schema(
-    ("user_idx", L, False), ("item_idx", L, False), ("target_idx", L, False),
-    ("label", I, False), ("kind", S, False), ("user_text", S, False), ("item_text", S, False),
-    ("split", S, False),
+    ("user_idx", LONG, False), ("item_idx", LONG, False), ("target_idx", LONG, False),
+    ("label", INT, False), ("kind", STR, False), ("user_text", STR, False), ("item_text", STR, False),
+    ("split", STR, False),
 ), partition_by=("split",), key=("split", "user_idx", "target_idx", "item_idx"))
 
 VECTOR = ArrayType(FloatType())
@@ -108,77 +108,77 @@ VECTOR = ArrayType(FloatType())
 # Embeddings (mean-pooled, L2-normalised) of the text in `text`; `text_hash` and `model`
 # (name, weights hash, max length) decide whether a backfill must embed a row again.
 ITEM_EMBEDDINGS = Table("gold", "item_embeddings", _schema(
-    ("item_idx", L, False), ("item_id", S, False), ("text", S, False), ("text_hash", S, False),
-    ("vector", VECTOR, False), ("model", S, False), ("updated_at", T, False),
+    ("item_idx", LONG, False), ("item_id", STR, False), ("text", STR, False), ("text_hash", STR, False),
+    ("vector", VECTOR, False), ("model", STR, False), ("updated_at", TS, False),
 ), key=("item_idx",))
 
 # A user's embedding from the text of their recent history (infer.history_splits).
 USER_EMBEDDINGS = Table("gold", "user_embeddings", _schema(
-    ("user_idx", L, False), ("user_id", S, False), ("text", S, False), ("text_hash", S, False),
-    ("vector", VECTOR, False), ("model", S, False), ("updated_at", T, False),
+    ("user_idx", LONG, False), ("user_id", STR, False), ("text", STR, False), ("text_hash", STR, False),
+    ("vector", VECTOR, False), ("model", STR, False), ("updated_at", TS, False),
 ), key=("user_idx",))
 
 # Each item's nearest items (kind: content = embedding cosine, cooc = co-occurrence cosine).
 ITEM_NEIGHBORS = Table("gold", "item_neighbors", _schema(
-    ("kind", S, False), ("item_idx", L, False), ("rank", I, False), ("neighbor_idx", L, False),
-    ("score", D, False),
+    ("kind", STR, False), ("item_idx", LONG, False), ("rank", INT, False), ("neighbor_idx", LONG, False),
+    ("score", DBL, False),
 ), partition_by=("kind",), key=("kind", "item_idx", "neighbor_idx"))
 
 # Most popular items per segment (a user's dominant top-level category; "*" = everyone).
 POPULAR_ITEMS = Table("gold", "popular_items", _schema(
-    ("segment", S, False), ("rank", I, False), ("item_idx", L, False), ("score", D, False),
+    ("segment", STR, False), ("rank", INT, False), ("item_idx", LONG, False), ("score", DBL, False),
 ), key=("segment", "item_idx"))
 
 # Candidates per user, merged over sources by reciprocal-rank fusion; `source` is the
 # source that ranked the item best, `source_ranks` every source's rank of it.
 CANDIDATES = Table("gold", "candidates", _schema(
-    ("user_idx", L, False), ("item_idx", L, False), ("score", D, False), ("source", S, False),
-    ("source_ranks", MapType(S, I), False),
+    ("user_idx", LONG, False), ("item_idx", LONG, False), ("score", DBL, False), ("source", STR, False),
+    ("source_ranks", MapType(STR, INT), False),
 ), key=("user_idx", "item_idx"))
 
 # Explanations (the explain job): the history items most similar to the recommended
 # one, and the words that drove the cross-encoder's score (side: user or item text).
-HISTORY_CONTRIBUTION = StructType([StructField("item_idx", L, False), StructField("item_id", S, False),
-                                   StructField("title", S, True), StructField("action", S, True),
-                                   StructField("similarity", D, False)])
-TOKEN_ATTRIBUTION = StructType([StructField("side", S, False), StructField("token", S, False),
-                                StructField("attribution", D, False)])
+HISTORY_CONTRIBUTION = StructType([StructField("item_idx", LONG, False), StructField("item_id", STR, False),
+                                   StructField("title", STR, True), StructField("action", STR, True),
+                                   StructField("similarity", DBL, False)])
+TOKEN_ATTRIBUTION = StructType([StructField("side", STR, False), StructField("token", STR, False),
+                                StructField("attribution", DBL, False)])
 
 # Top-K per user. reason, top_history and tokens are filled in by the explain job.
 RECOMMENDATIONS = Table("gold", "recommendations", _schema(
-    ("user_idx", L, False), ("user_id", S, False), ("rank", I, False), ("item_idx", L, False),
-    ("item_id", S, False), ("score", D, False), ("ce_score", D, True), ("cand_score", D, False),
-    ("source", S, False), ("sources", ArrayType(S), False), ("reason", S, True),
+    ("user_idx", LONG, False), ("user_id", STR, False), ("rank", INT, False), ("item_idx", LONG, False),
+    ("item_id", STR, False), ("score", DBL, False), ("ce_score", DBL, True), ("cand_score", DBL, False),
+    ("source", STR, False), ("sources", ArrayType(STR), False), ("reason", STR, True),
     ("top_history", ArrayType(HISTORY_CONTRIBUTION), True), ("tokens", ArrayType(TOKEN_ATTRIBUTION), True),
-    ("model", S, False), ("generated_at", T, False),
+    ("model", STR, False), ("generated_at", TS, False),
 ), key=("user_idx", "rank"))
 
 # One evaluation run's metrics, a partition per run (a rerun of the run replaces it).
 EVAL_METRICS = Table("gold", "eval_metrics", _schema(
-    ("run", S, False), ("model", S, False), ("metric", S, False), ("k", I, True), ("value", D, True),
-    ("users", L, False), ("created_at", T, False),
+    ("run", STR, False), ("model", STR, False), ("metric", STR, False), ("k", INT, True), ("value", DBL, True),
+    ("users", LONG, False), ("created_at", TS, False),
 ), partition_by=("run",), key=("run", "model", "metric", "k"))
 
 # Batch search results; one partition per batch of queries, replaced when it is rerun.
 SEARCH_RESULTS = Table("gold", "search_results", _schema(
-    ("batch", S, False), ("query_id", S, False), ("query", S, False), ("user_id", S, True),
-    ("rank", I, False), ("item_idx", L, False), ("item_id", S, False), ("score", D, False),
-    ("retrieval_score", D, False), ("ce_score", D, True),
+    ("batch", STR, False), ("query_id", STR, False), ("query", STR, False), ("user_id", STR, True),
+    ("rank", INT, False), ("item_idx", LONG, False), ("item_id", STR, False), ("score", DBL, False),
+    ("retrieval_score", DBL, False), ("ce_score", DBL, True),
 ), partition_by=("batch",), key=("batch", "query_id", "rank"))
 
 # A row each time a stage finished an (entity, dt): what incremental runs skip.
 LEDGER = Table("meta", "ledger", _schema(
-    ("stage", S, False), ("entity", S, False), ("dt", DT, False), ("rows_in", L, True),
-    ("rows_out", L, True), ("quarantined", L, True), ("finished_at", T, False),
+    ("stage", STR, False), ("entity", STR, False), ("dt", DATE, False), ("rows_in", LONG, True),
+    ("rows_out", LONG, True), ("quarantined", LONG, True), ("finished_at", TS, False),
 ), key=("stage", "entity", "dt"))
 
 # A row per stage run (done, skipped or failed): what resume checks and what the run
 # summaries and dashboards read.
 STAGE_RUNS = Table("meta", "stage_runs", _schema(
-    ("run_id", S, False), ("stage", S, False), ("status", S, False), ("fingerprint", S, False),
-    ("outputs", S, False), ("rows_in", L, True), ("rows_out", L, True), ("quarantined", L, True),
-    ("seconds", D, False), ("started_at", T, False), ("finished_at", T, False), ("error", S, True),
-    ("summary", S, True),
+    ("run_id", STR, False), ("stage", STR, False), ("status", STR, False), ("fingerprint", STR, False),
+    ("outputs", STR, False), ("rows_in", LONG, True), ("rows_out", LONG, True), ("quarantined", LONG, True),
+    ("seconds", DBL, False), ("started_at", TS, False), ("finished_at", TS, False), ("error", STR, True),
+    ("summary", STR, True),
 ), key=("run_id", "stage"))
 
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,

@@ -7,13 +7,12 @@ run's id with status "finished" and the model folder is there.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 import uuid
 
-from llmrec import storage
+from llmrec import stamps, storage
 from llmrec.conf import Config
 from llmrec.features.tokens import manifest_path, read_manifest
 from llmrec.progress import log
@@ -43,9 +42,8 @@ def output_dir(cfg: Config) -> str:
 
 def fingerprint(cfg: Config, manifest: dict) -> str:
     train = {k: v for k, v in cfg.train.__dict__.items() if k not in _NOT_IN_FINGERPRINT}
-    key = json.dumps({"shards": manifest["fingerprint"], "model": cfg.to_dict()["model"],
-                      "train": train, "max_length": cfg.tokenize.max_length}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    return stamps.fingerprint({"shards": manifest["fingerprint"], "model": cfg.to_dict()["model"],
+                               "train": train, "max_length": cfg.tokenize.max_length})
 
 
 def use_gpu(cfg: Config) -> bool:

@@ -14,6 +14,7 @@ steps with a zero-weighted batch so the collective calls stay matched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ from llmrec.train.readers import ShardError, open_reader, rank_rows
 CHECKPOINT = "checkpoint.pt"
 
 
-def main(spec: dict) -> dict:
+def main(spec: dict) -> dict | None:
     """Entry point of a training process; returns rank 0's summary (None elsewhere)."""
     spec = dict(spec, entered_at=time.time())  # start-up cost = entered_at - launched_at
     setup_logging()
@@ -46,6 +47,11 @@ def main(spec: dict) -> dict:
         return Trainer(d, cfg, spec).run()
     finally:
         d.shutdown()
+
+
+def improves(auc: float, best: float | None, min_delta: float) -> bool:
+    """An epoch is the new best when its validation AUC beats the best by more than min_delta."""
+    return best is None or auc > best + min_delta
 
 
 def _threads(cfg, d) -> int:
@@ -63,6 +69,18 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (plain if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a run carries from epoch to epoch, and what its checkpoint restores."""
+    history: list = dataclasses.field(default_factory=list)
+    best: dict | None = None
+    best_state: dict | None = None
+    start_epoch: int = 0
+    resumed_from: int | None = None
+    initial: dict | None = None  # validation before the first epoch
+    stopped_early: bool = False
 
 
 class Trainer:
@@ -139,8 +157,32 @@ class Trainer:
 
     # --- training -------------------------------------------------------------------
     def run(self) -> dict:
+        """Builds the model, restores an unfinished run, trains epoch by epoch with early
+        stopping on validation AUC, and saves the best epoch's model."""
+        t = self.t
+        model, optimizer, scheduler, train_reader, steps = self._build()
+        run = self._restore(model, optimizer, scheduler)
+        model, optimizer = self.d.prepare(model, optimizer, t.grad_accum)
+        params = [p for p in model.parameters() if p.requires_grad]
+        ready_at = time.time()  # processes joined, model built and broadcast
+        if run.initial is None:
+            run.initial = self.evaluate(model, "val")
+        for epoch in range(run.start_epoch, t.epochs):
+            if run.best is not None and t.patience and epoch - run.best["epoch"] >= t.patience:
+                run.stopped_early = True
+                break
+            loss_sum, rows, seconds = self._train_epoch(model, optimizer, scheduler, params, train_reader,
+                                                        steps, epoch)
+            self._end_epoch(model, optimizer, scheduler, run, epoch, loss_sum, rows, seconds)
+        self.timing = {"launch_to_entry_s": self.spec["entered_at"] - self.spec["launched_at"],
+                       "entry_to_ready_s": ready_at - self.spec["entered_at"]}
+        return self._finish(model, run)
+
+    def _build(self):
+        """The model (same initial weights on every rank), AdamW, the train reader, the
+        steps every rank runs per epoch and the warmup-then-linear-decay schedule."""
         t, d = self.t, self.d
-        torch.manual_seed(t.seed)  # the same initial weights on every rank
+        torch.manual_seed(t.seed)
         model = build_model(self.cfg.model, self.cfg.tokenize.max_length).to(self.device)
         optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay),
                                       lr=t.lr * (d.size if t.scale_lr else 1))
@@ -148,106 +190,112 @@ class Trainer:
         # Every rank runs as many micro-batches as the busiest one, in whole accumulation
         # groups (Horovod counts backward passes per update).
         most = int(d.allreduce_max(train_reader.batches_per_epoch()))
-        steps_per_epoch = math.ceil(most / t.grad_accum) * t.grad_accum
+        steps = math.ceil(most / t.grad_accum) * t.grad_accum
         shares = [rank_rows(self.spec["manifest"], "train", r, d.size) for r in range(d.size)]
         if self.is_main and min(shares) < 0.9 * max(shares):
             log.warning("train: ranks hold %s train rows: the smaller ones pad their last steps; "
                         "a smaller tokenize.row_group_rows evens them out", shares)
-        updates_per_epoch = steps_per_epoch // t.grad_accum
-        total_updates = updates_per_epoch * t.epochs
-        warmup = int(t.warmup_ratio * total_updates)
+        total = steps // t.grad_accum * t.epochs
+        warmup = int(t.warmup_ratio * total)
         schedule = lambda u: (u + 1) / (warmup + 1) if u < warmup else \
-            max(0.0, (total_updates - u) / max(1, total_updates - warmup))  # noqa: E731
+            max(0.0, (total - u) / max(1, total - warmup))  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-        state = self._load_checkpoint()
-        history, best, best_state, start_epoch, resumed_from = [], None, None, 0, None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, best = state["history"], state["best"]
-            best_state = state["best_state"] or {k: v.clone() for k, v in state["model"].items()}
-            start_epoch = resumed_from = state["epoch"]
-            if self.is_main:
-                log.info("train: resuming after epoch %d of %d (checkpoint)", start_epoch, t.epochs)
-        model, optimizer = d.prepare(model, optimizer, t.grad_accum)
-        params = [p for p in model.parameters() if p.requires_grad]
-        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
         if self.is_main:
             log.info("train: %s, %d process(es), %s, %d steps/epoch of %d x %d rows, lr %.2e, "
-                     "%d warmup of %d updates", d.name, d.size, self.device, steps_per_epoch,
-                     d.size, t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total_updates)
+                     "%d warmup of %d updates", d.name, d.size, self.device, steps, d.size,
+                     t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total)
+        return model, optimizer, scheduler, train_reader, steps
 
-        ready_at = time.time()  # processes joined, model built and broadcast
-        initial = state["initial"] if state is not None else self.evaluate(model, "val")
-        stopped_early = False
-        for epoch in range(start_epoch, t.epochs):
-            if best is not None and t.patience and epoch - best["epoch"] >= t.patience:
-                stopped_early = True
-                break
-            train_reader.set_epoch(epoch)
-            model.train()
-            batches = iter(train_reader)
-            sums = np.zeros(3)  # loss sum, rows, positives (this rank)
-            last = None
-            t0 = time.perf_counter()
-            for step in range(steps_per_epoch):
-                batch = next(batches, None)
-                weight = 1.0
-                if batch is None:  # this rank ran out: a zero-weighted step keeps ranks in step
-                    batch, weight = last, 0.0
-                last = batch
-                inputs, y = self._tensors(batch)
-                boundary = (step + 1) % t.grad_accum == 0
-                with (contextlib.nullcontext() if boundary else d.no_sync(model)):
-                    per_row = loss_fn(self._logits(model, inputs), y)
-                    (per_row.mean() * weight / t.grad_accum).backward()
-                if boundary:
-                    d.step(optimizer, params, t.max_grad_norm)
-                    scheduler.step()
-                    optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none (None is the default)
-                if weight:
-                    sums += [float(per_row.detach().sum()), len(y), float(y.sum())]
-                if self.is_main and (step + 1) % (t.log_every * t.grad_accum) == 0:
-                    rate = (step + 1) * t.batch_size * d.size / (time.perf_counter() - t0)
-                    eta = (steps_per_epoch - step - 1) * t.batch_size * d.size / rate
-                    log.info("train: epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f samples/s ETA %s",
-                             epoch + 1, t.epochs, step + 1, steps_per_epoch, sums[0] / max(1, sums[1]),
-                             scheduler.get_last_lr()[0], rate, fmt_duration(eta))
-            for _ in batches:  # drains the reader so it checks its row count
-                pass
-            seconds = time.perf_counter() - t0
-            loss_sum, rows, _ = d.allreduce_sum(sums)
-            expected = self.spec["manifest"]["splits"]["train"]["rows"]
-            if int(rows) != expected:
-                raise ShardError(f"epoch {epoch + 1}: the ranks trained on {int(rows)} rows together, "
-                                 f"the manifest says {expected}")
-            val = self.evaluate(model, "val")
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / rows, "val_loss": val["loss"],
-                      "val_auc": val["auc"], "train_rows": int(rows), "seconds": seconds,
-                      "samples_per_s": rows / seconds, "lr": scheduler.get_last_lr()[0]}
-            history.append(record)
-            improved = best is None or val["auc"] > best["val_auc"]
-            if improved:
-                best = {"epoch": epoch + 1, "val_auc": val["auc"], "val_loss": val["loss"]}
-                # Kept so the final model is the best epoch's, not the last one's.
-                best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            if self.is_main:
-                log.info("train: epoch %d/%d done in %s: train loss %.4f, val loss %.4f, val AUC "
-                         "%.4f, %.1f samples/s%s", epoch + 1, t.epochs, fmt_duration(seconds),
-                         record["train_loss"], val["loss"], val["auc"], record["samples_per_s"],
-                         " (best)" if improved else "")
-                self._save_checkpoint({
-                    "epoch": epoch + 1, "fingerprint": self.spec["fingerprint"],
-                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "history": history, "best": best,
-                    "initial": initial,
-                    # The best weights only when they differ from the current ones.
-                    "best_state": None if improved else best_state})
-        self.timing = {"launch_to_entry_s": self.spec["entered_at"] - self.spec["launched_at"],
-                       "entry_to_ready_s": ready_at - self.spec["entered_at"]}
-        return self._finish(model, history, best, best_state, stopped_early, resumed_from, initial)
+    def _restore(self, model, optimizer, scheduler) -> "RunState":
+        """The state of an unfinished run with the same settings (its last checkpoint), or a new one."""
+        state = self._load_checkpoint()
+        if state is None:
+            return RunState()
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if self.is_main:
+            log.info("train: resuming after epoch %d of %d (checkpoint)", state["epoch"], self.t.epochs)
+        best_state = state["best_state"] or {k: v.clone() for k, v in state["model"].items()}
+        return RunState(history=state["history"], best=state["best"], best_state=best_state,
+                        start_epoch=state["epoch"], resumed_from=state["epoch"], initial=state["initial"])
+
+    def _train_epoch(self, model, optimizer, scheduler, params, reader, steps: int,
+                     epoch: int) -> tuple[float, int, float]:
+        """One epoch on this rank's row groups; returns the loss sum and rows of every rank
+        together, and this rank's seconds. A rank that runs out of batches takes part in
+        the remaining steps with a zero-weighted batch so the collective calls stay matched."""
+        t, d = self.t, self.d
+        reader.set_epoch(epoch)
+        model.train()
+        batches = iter(reader)
+        sums = np.zeros(3)  # loss sum, rows, positives (this rank)
+        last = None
+        t0 = time.perf_counter()
+        for step in range(steps):
+            batch = next(batches, None)
+            weight = 1.0
+            if batch is None:
+                batch, weight = last, 0.0
+            last = batch
+            inputs, y = self._tensors(batch)
+            boundary = (step + 1) % t.grad_accum == 0
+            with (contextlib.nullcontext() if boundary else d.no_sync(model)):
+                per_row = self._loss(self._logits(model, inputs), y)
+                (per_row.mean() * weight / t.grad_accum).backward()
+            if boundary:
+                d.step(optimizer, params, t.max_grad_norm)
+                scheduler.step()
+                optimizer.zero_grad()  # Horovod's wrapper takes no set_to_none (None is the default)
+            if weight:
+                sums += [float(per_row.detach().sum()), len(y), float(y.sum())]
+            if self.is_main and (step + 1) % (t.log_every * t.grad_accum) == 0:
+                rate = (step + 1) * t.batch_size * d.size / (time.perf_counter() - t0)
+                eta = (steps - step - 1) * t.batch_size * d.size / rate
+                log.info("train: epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f samples/s ETA %s",
+                         epoch + 1, t.epochs, step + 1, steps, sums[0] / max(1, sums[1]),
+                         scheduler.get_last_lr()[0], rate, fmt_duration(eta))
+        for _ in batches:  # drains the reader so it checks its row count
+            pass
+        seconds = time.perf_counter() - t0
+        loss_sum, rows, _ = d.allreduce_sum(sums)
+        expected = self.spec["manifest"]["splits"]["train"]["rows"]
+        if int(rows) != expected:
+            raise ShardError(f"epoch {epoch + 1}: the ranks trained on {int(rows)} rows together, "
+                             f"the manifest says {expected}")
+        return loss_sum, int(rows), seconds
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-row binary cross-entropy of the relevance logits."""
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+
+    def _end_epoch(self, model, optimizer, scheduler, run: "RunState", epoch: int, loss_sum: float,
+                   rows: int, seconds: float) -> None:
+        """Validates, keeps the best epoch's weights (better = AUC up by more than
+        train.min_delta) and, on rank 0, logs and writes the checkpoint."""
+        t = self.t
+        val = self.evaluate(model, "val")
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / rows, "val_loss": val["loss"],
+                  "val_auc": val["auc"], "train_rows": rows, "seconds": seconds,
+                  "samples_per_s": rows / seconds, "lr": scheduler.get_last_lr()[0]}
+        run.history.append(record)
+        improved = improves(val["auc"], run.best and run.best["val_auc"], t.min_delta)
+        if improved:
+            run.best = {"epoch": epoch + 1, "val_auc": val["auc"], "val_loss": val["loss"]}
+            # Kept so the final model is the best epoch's, not the last one's.
+            run.best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        if self.is_main:
+            log.info("train: epoch %d/%d done in %s: train loss %.4f, val loss %.4f, val AUC "
+                     "%.4f, %.1f samples/s%s", epoch + 1, t.epochs, fmt_duration(seconds),
+                     record["train_loss"], val["loss"], val["auc"], record["samples_per_s"],
+                     " (best)" if improved else "")
+            self._save_checkpoint({
+                "epoch": epoch + 1, "fingerprint": self.spec["fingerprint"],
+                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": run.history, "best": run.best,
+                "initial": run.initial,
+                # The best weights only when they differ from the current ones.
+                "best_state": None if improved else run.best_state})
 
     def _param_digests(self, model) -> list[str]:
         """sha256 of each rank's parameters, gathered: proof the replicas stayed identical."""
@@ -258,10 +306,10 @@ class Trainer:
         gathered = self.d.allgather(np.frombuffer(h.digest(), dtype=np.uint8).astype(np.float64))
         return [bytes(gathered[i * 32:(i + 1) * 32].astype(np.uint8)).hex() for i in range(self.d.size)]
 
-    def _finish(self, model, history, best, best_state, stopped_early, resumed_from, initial) -> dict:
+    def _finish(self, model, run: "RunState") -> dict | None:
         digests = self._param_digests(model)  # the weights training ended with, on every rank
-        if best_state is not None:
-            _unwrap(model).load_state_dict(best_state)
+        if run.best_state is not None:
+            _unwrap(model).load_state_dict(run.best_state)
         test = self.evaluate(model, "test") if "test" in self.spec["manifest"]["splits"] else None
         if not self.is_main:
             return None
@@ -279,13 +327,13 @@ class Trainer:
             "run_id": self.spec["run_id"], "status": "finished", "fingerprint": self.spec["fingerprint"],
             "backend": self.d.name, "world_size": self.d.size, "device": str(self.device),
             "reader": self.t.reader, "model_dir": final, "base_model": self.cfg.model.name_or_path,
-            "shards_build": self.spec["manifest"]["build"], "initial": initial,
-            "epochs": history, "best": best, "param_sha256_by_rank": digests,
-            "test": test, "stopped_early": stopped_early, "resumed_from_epoch": resumed_from,
+            "shards_build": self.spec["manifest"]["build"], "initial": run.initial,
+            "epochs": run.history, "best": run.best, "param_sha256_by_rank": digests,
+            "test": test, "stopped_early": run.stopped_early, "resumed_from_epoch": run.resumed_from,
             "timing": self.timing,
             "finished_at": time.time(),
         }
-        metrics.plot_curves(history, os.path.join(self.out, "training_curves.png"))
+        metrics.plot_curves(run.history, os.path.join(self.out, "training_curves.png"))
         with open(os.path.join(self.out, "metrics.json.tmp"), "w") as fh:
             json.dump(summary, fh, indent=1)
         os.replace(os.path.join(self.out, "metrics.json.tmp"), os.path.join(self.out, "metrics.json"))

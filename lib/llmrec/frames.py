@@ -1,0 +1,42 @@
+"""DataFrame idioms every stage uses, each written once."""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+OTHER = "Other"  # the top-level category of an item without one
+
+
+def map_lookup(mapping: dict, key: Column) -> Column:
+    """mapping[key] as a Spark column (null for keys not in it); keys compared as strings."""
+    pairs = [x for k, v in mapping.items() for x in (F.lit(str(k)), F.lit(v))]
+    return F.element_at(F.create_map(*pairs), key.cast("string"))
+
+
+def sample_users(df: DataFrame, seed: int, fraction: float) -> DataFrame:
+    """The rows of a seeded-hash `fraction` of users (the same users on any partitioning)."""
+    if fraction >= 1.0:
+        return df
+    bucket = F.pmod(F.xxhash64(F.lit(seed), F.col("user_idx")), F.lit(1_000_000))
+    return df.where(bucket < int(fraction * 1_000_000))
+
+
+def top_per(df: DataFrame, keys: str | list[str], n: int | Column | None, *order: Column | str,
+            rank: str = "rank") -> DataFrame:
+    """Each key's first n rows by `order` (ties must be broken by the order itself), numbered
+    from 1 in column `rank`; n None keeps every row (a numbering only)."""
+    by = Window.partitionBy(*([keys] if isinstance(keys, str) else keys)).orderBy(*order)
+    numbered = df.withColumn(rank, F.row_number().over(by))
+    return numbered if n is None else numbered.where(F.col(rank) <= n)
+
+
+def best_per(df: DataFrame, key: str, n: int | None, score: str = "score", tie: str = "item_idx",
+             rank: str = "rank") -> DataFrame:
+    """Each key's n rows of highest `score` (ties: the smaller `tie`), ranked in `rank`."""
+    return top_per(df, key, n, F.col(score).desc(), F.col(tie), rank=rank)
+
+
+def top_level_category(category: Column | str) -> Column:
+    """'Shoes > Running' -> 'Shoes'; no category -> OTHER."""
+    col = F.col(category) if isinstance(category, str) else category
+    return F.trim(F.split(F.coalesce(col, F.lit(OTHER)), ">").getItem(0))

@@ -1,0 +1,55 @@
+"""What tests share besides fixtures: the repository root, configs for a temporary
+storage root, the small shop's settings and hand-made silver tables."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from llmrec import conf as conf_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_config(root: Path, *overrides: str) -> conf_mod.Config:
+    """Config for tests: local[2], tables under `root`, a small synthetic shop."""
+    return conf_mod.load(ROOT / "conf" / "local.yaml", [
+        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g",
+        f"storage.root={root}", *overrides])
+
+
+def write_silver(spark, cfg, events, reviews, items, day):
+    """Writes silver tables from short tuples: events (user, item, type, ts), reviews
+    (user, item, rating, ts), items (id, title, description, category, brand, price, launch)."""
+    from llmrec import tables
+    from llmrec.tables.schemas import SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS
+
+    tables.overwrite(spark.createDataFrame(
+        [(f"e{k}", u, i, t, ts, "test", day) for k, (u, i, t, ts) in enumerate(events)],
+        SILVER_EVENTS.schema), cfg, SILVER_EVENTS)
+    tables.overwrite(spark.createDataFrame(
+        [(f"r{k}", u, i, r, None, None, ts, "test", day) for k, (u, i, r, ts) in enumerate(reviews)],
+        SILVER_REVIEWS.schema), cfg, SILVER_REVIEWS)
+    tables.overwrite(spark.createDataFrame(
+        [(i, title, desc, cat, brand, price, None, launch, "test", day)
+         for i, title, desc, cat, brand, price, launch in items], SILVER_ITEMS.schema), cfg, SILVER_ITEMS)
+
+
+# A small synthetic shop, served by the tiny model: shared by the inference, explain and
+# evaluate tests (read-only; a test that writes copies it first).
+SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synthetic.events=3000",
+        "synthetic.bad_row_rate=0.0", "synthetic.cold_item_fraction=0.0",
+        "candidates.per_source=10", "candidates.per_user=25", "candidates.neighbors=8",
+        "candidates.block_rows=16", "candidates.als.iterations=3", "candidates.als.rank=8",
+        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "search.k=5",
+        "search.retrieve=10",
+        "infer.batch_size=8", "infer.arrow_batch_rows=32")
+
+
+def fresh(shop, tmp_path, *overrides):
+    root = tmp_path / "root"
+    shutil.copytree(shop, root)
+    return make_config(root, *SHOP, *overrides)
+
+
+def tiny(tiny_dir):
+    return (f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32")
