@@ -21,7 +21,8 @@ usage() {
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 JOB="$1"; shift
-jobs | grep -q "^  $JOB " || { echo "submit.sh: unknown job '$JOB' (./submit.sh --help lists them)" >&2; exit 2; }
+# grep reads the whole list (not -q): an early exit would break the pipe under pipefail.
+jobs | grep "^  $JOB " >/dev/null || { echo "submit.sh: unknown job '$JOB' (./submit.sh --help lists them)" >&2; exit 2; }
 
 CONF="${LLMREC_CONF:-conf/local.yaml}"
 JOB_ARGS=(); SETS=(); SUBMIT_ARGS=()

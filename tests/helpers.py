@@ -11,15 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_config(root: Path, *overrides: str) -> conf_mod.Config:
-    """Config for tests: local[2], tables under `root`, a small synthetic shop."""
+    """Config for tests: local[2], tables under `root`, each user's last items held out
+    (leave_last: what the tests' hand-made histories are written for)."""
     return conf_mod.load(ROOT / "conf" / "local.yaml", [
         "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g",
-        f"storage.root={root}", *overrides])
+        "interactions.split.method=leave_last", f"storage.root={root}", *overrides])
 
 
 def write_silver(spark, cfg, events, reviews, items, day):
     """Writes silver tables from short tuples: events (user, item, type, ts), reviews
-    (user, item, rating, ts), items (id, title, description, category, brand, price, launch)."""
+    (user, item, rating, ts[, text]), items (id, title, description, category, brand, price, launch)."""
     from llmrec import tables
     from llmrec.tables.schemas import SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS
 
@@ -27,7 +28,8 @@ def write_silver(spark, cfg, events, reviews, items, day):
         [(f"e{k}", u, i, t, ts, "test", day) for k, (u, i, t, ts) in enumerate(events)],
         SILVER_EVENTS.schema), cfg, SILVER_EVENTS)
     tables.overwrite(spark.createDataFrame(
-        [(f"r{k}", u, i, r, None, None, ts, "test", day) for k, (u, i, r, ts) in enumerate(reviews)],
+        [(f"r{k}", u, i, r, None, (rest or [None])[0], ts, "test", day)
+         for k, (u, i, r, ts, *rest) in enumerate(reviews)],
         SILVER_REVIEWS.schema), cfg, SILVER_REVIEWS)
     tables.overwrite(spark.createDataFrame(
         [(i, title, desc, cat, brand, price, None, launch, "test", day)
@@ -40,7 +42,8 @@ SHOP = ("synthetic.users=120", "synthetic.items=40", "synthetic.days=20", "synth
         "synthetic.bad_row_rate=0.0", "synthetic.cold_item_fraction=0.0",
         "candidates.per_source=10", "candidates.per_user=25", "candidates.neighbors=8",
         "candidates.block_rows=16", "candidates.als.iterations=3", "candidates.als.rank=8",
-        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "search.k=5",
+        "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0", "recommend.ranker=blend",
+        "search.k=5",
         "search.retrieve=10",
         "infer.batch_size=8", "infer.arrow_batch_rows=32")
 

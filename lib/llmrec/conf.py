@@ -46,6 +46,7 @@ class Section:
 
 CANDIDATE_SOURCES = ("als", "cooc", "content", "profile", "popular")
 EVAL_MODELS = ("popular", "als", "item_item", "content", "fused", "hybrid")
+NEGATIVE_SAMPLERS = ("uniform", "popularity", "hard", "candidates")
 
 
 @dataclass
@@ -156,17 +157,36 @@ class ExamplesConf(Section):
     targets_per_user: int = positive(2)
     # A pair is a positive target when its interaction weight is above this.
     min_positive_weight: float = 0.0
-    # uniform: any unseen item; popularity: unseen items drawn by (train count + 1) ** alpha;
-    # hard: unseen items of the target's category (uniform when the category has none).
-    negatives: Literal["uniform", "popularity", "hard"] = "popularity"
+    # Where a target's negatives come from, as shares of neg_ratio (e.g. {candidates: 0.67,
+    # popularity: 0.33}; one name means all of them): uniform (any unseen item); popularity (unseen items drawn by
+    # (train count + 1) ** popularity_alpha); hard (unseen items of the target's category);
+    # candidates (the user's first-stage candidates of the target's cut, among the best
+    # candidate_pool by fused score: the negatives the ranker meets). A sampler that runs
+    # dry is topped up uniformly.
+    negatives: dict[str, float] = field(default_factory=lambda: {"popularity": 1.0},
+                                        metadata={"read": lambda v: {v: 1.0} if isinstance(v, str) else v})
     popularity_alpha: float = at_least_zero(0.75)
+    candidate_pool: int = positive(20)
     # Negatives per positive.
     neg_ratio: int = positive(4)
     # Item description characters kept in the item text.
     description_chars: int = positive(160)
+    # Review text as model input: the item text gains a digest of the item's reviews (mean
+    # rating, count, the newest snippets), the user text the user's own review of each
+    # history item; both from reviews of pairs in the history of the text's cut, within
+    # review_chars characters (a user's snippet: half of it).
+    item_reviews: bool = False
+    user_reviews: bool = False
+    review_chars: int = positive(160)
     # Fraction of users (a seeded hash decides which) whose examples are built: a
     # smaller training set for quick runs on CPU.
     user_sample: float = fraction(1.0)
+
+    def validate(self, key) -> None:
+        unknown = sorted(set(self.negatives) - set(NEGATIVE_SAMPLERS))
+        if unknown or any(v < 0 for v in self.negatives.values()) or not sum(self.negatives.values()) > 0:
+            raise ConfigError(f"config key '{key('negatives')}' takes shares >= 0 (not all 0) of "
+                              f"{', '.join(NEGATIVE_SAMPLERS)}, got {self.negatives}")
 
 
 @dataclass
@@ -218,6 +238,11 @@ class TrainConf(Section):
     epochs: int = positive(3)
     # Per process; the global batch is batch_size * num_proc * grad_accum.
     batch_size: int = positive(16)
+    # pointwise: binary cross-entropy per pair; listwise: a softmax over each target's
+    # group (its positive and examples.neg_ratio negatives), which a batch, a rank's
+    # share and a row group always hold whole (batch_size and tokenize.row_group_rows
+    # must be multiples of the group size).
+    loss: Literal["pointwise", "listwise"] = "pointwise"
     # Per-process learning rate; multiplied by the world size when scale_lr.
     lr: float = positive(3e-5)
     scale_lr: bool = True
@@ -325,6 +350,68 @@ class CandidatesConf(Section):
 
 
 @dataclass
+class RankerConf(Section):
+    """The second stage (the `ranker` stage, llmrec.ranker): LambdaMART on the validation
+    cut's candidates with xgboost's SparkXGBRanker, and the knobs chosen on validation."""
+    # rank:pairwise (RankNet-style pairs) or rank:ndcg (LambdaMART). pairwise: on the demo's
+    # validation users it beat ndcg in 4 of 4 splits (docs/benchmarks.md).
+    objective: Literal["rank:ndcg", "rank:pairwise"] = "rank:pairwise"
+    # Candidates per user the ranker learns from and reorders: the best by fused score.
+    pool: int = positive(100)
+    # Pool depths tried on validation (comma-separated, each <= pool): the ranker reorders
+    # the best `depth` by fused score and leaves the rest in fused order.
+    pool_depths: str = "20,50,100"
+    n_estimators: int = positive(300)
+    learning_rate: float = positive(0.05)
+    max_depth: int = positive(4)
+    min_child_weight: float = at_least_zero(5.0)
+    subsample: float = fraction(0.8)
+    colsample_bytree: float = fraction(0.8)
+    # Rounds without a better validation nDCG before boosting stops.
+    early_stopping_rounds: int = positive(100)
+    # Validation users held out of fitting: every choice (ranker or single source, pool
+    # depth, fusion weights, blend, new-item slots) is compared on them.
+    holdout: float = fraction(0.2)
+    # Of the other validation users, the share xgboost early-stops on.
+    early_stop_share: float = fraction(0.2)
+    # Share of the validation users whose candidates are used (seeded hash): a cheaper fit.
+    user_sample: float = fraction(1.0)
+    # The cross-encoder scores each user's best ce_top candidates by fused score for the
+    # ce_score feature (0: no cross-encoder feature; rows beyond have it missing).
+    ce_top: int = at_least_zero(5)
+    # Item attributes whose match with the user's history become features (share of the
+    # history with the item's value), comma-separated; "auto": the catalog's 5 most common keys.
+    attributes: str = "auto"
+    # xgboost workers (Spark barrier tasks); at most the cluster's task slots.
+    num_workers: int = positive(2)
+    # Choose the fusion weights, the blend, the pool depth and the new-item slots on
+    # validation (else the configured ones stand).
+    tune: bool = True
+    # Random fusion-weight vectors tried (each weight in {0, 0.3, 1, 2}) besides the configured one.
+    fusion_trials: int = at_least_zero(24)
+    # New-item slots (0, 1 or 2 of the k places) are the fewest whose validation recall of
+    # cold pairs (items new as of the cut) reaches this share of the overall recall; 0:
+    # chosen by nDCG alone.
+    cold_item_floor: float = at_least_zero(0.5)
+    # Where the model and its ranker.json go: under storage.root unless absolute.
+    output_dir: str = "models/ranker"
+    seed: int = 5
+
+    @property
+    def depths(self) -> list[int]:
+        return sorted({int(d) for d in self.pool_depths.split(",") if d.strip()})
+
+    def validate(self, key) -> None:
+        try:
+            depths = self.depths
+        except ValueError:
+            depths = []
+        if not depths or min(depths) <= 0 or max(depths) > self.pool:
+            raise ConfigError(f"config key '{key('pool_depths')}' must list depths in 1..pool, "
+                              f"got {self.pool_depths!r}")
+
+
+@dataclass
 class RecommendConf(Section):
     k: int = positive(10)
     # Candidates per user the cross-encoder scores: the best rerank_top by fused score,
@@ -335,6 +422,10 @@ class RecommendConf(Section):
     # Of the k places, up to this many go to the best-scored new items (no interactions
     # yet) among the user's scored candidates: cold items get shown and can earn history.
     new_item_slots: int = at_least_zero(1)
+    # learned: the ranker stage's choice (its LambdaMART model, or the single source or
+    # fusion that beat it on validation); blend: the cross-encoder blended with the fused
+    # score (below); none: the fused candidates as they are.
+    ranker: Literal["learned", "blend", "none"] = "learned"
     # final = blend * cross-encoder probability + (1 - blend) * candidate score / user's best.
     blend: float = fraction(0.7)
     # trained: <train.output_dir>/model; none: candidate scores only; or a local HF directory.
@@ -446,6 +537,7 @@ class Config(Section):
     infer: InferConf = field(default_factory=InferConf)
     embed: EmbedConf = field(default_factory=EmbedConf)
     candidates: CandidatesConf = field(default_factory=CandidatesConf)
+    ranker: RankerConf = field(default_factory=RankerConf)
     recommend: RecommendConf = field(default_factory=RecommendConf)
     search: SearchConf = field(default_factory=SearchConf)
     evaluate: EvaluateConf = field(default_factory=EvaluateConf)
@@ -458,6 +550,19 @@ class Config(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def group_size(self) -> int:
+        """Rows a training group holds: 1 (pointwise), or a positive and its negatives."""
+        return self.examples.neg_ratio + 1 if self.train.loss == "listwise" else 1
+
+    def validate(self, key) -> None:
+        g = self.group_size
+        for name, value in (("tokenize.row_group_rows", self.tokenize.row_group_rows),
+                            ("train.batch_size", self.train.batch_size)):
+            if value % g:
+                raise ConfigError(f"config key '{name}' must be a multiple of {g} with train.loss listwise "
+                                  f"(groups of a positive and examples.neg_ratio={g - 1} negatives), got {value}")
 
 
 def join(root: str, *parts: str) -> str:
@@ -510,14 +615,17 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"config key '{prefix.rstrip('.') or 'config'}' must be a section "
                           f"(mapping), got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     for key in data:
         if key not in names:
             raise ConfigError(f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})")
     kwargs = {}
     for name in names:
         if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
+            # a field may first read a shorthand (metadata "read"), e.g. one name for a mapping
+            value = fields[name].metadata.get("read", lambda v: v)(data[name])
+            kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
     obj = cls(**kwargs)
     _check(obj, prefix)
     return obj

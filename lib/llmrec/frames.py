@@ -40,3 +40,31 @@ def top_level_category(category: Column | str) -> Column:
     """'Shoes > Running' -> 'Shoes'; no category -> OTHER."""
     col = F.col(category) if isinstance(category, str) else category
     return F.trim(F.split(F.coalesce(col, F.lit(OTHER)), ">").getItem(0))
+
+
+def global_rank(df: DataFrame, *order: Column | str, name: str = "rank") -> DataFrame:
+    """df + `name`: each row's 1-based position in one order over the whole frame. A sort
+    and zipWithIndex, not a window without a partition (which moves every row to one task)."""
+    ranked = df.orderBy(*order).rdd.zipWithIndex().map(lambda row_i: (*row_i[0], row_i[1] + 1))
+    return df.sparkSession.createDataFrame(ranked, df.schema.add(name, "long", False))
+
+
+def running_sum(df: DataFrame, value: str, *order: Column | str, name: str = "running") -> DataFrame:
+    """df + `name`: the sum of `value` over the rows before each one in this order (its own
+    row excluded). Two passes over the sorted rows: each partition's total, then each row's
+    offset; no window over one partition."""
+    ordered = df.orderBy(*order).rdd
+    at = df.columns.index(value)
+    totals = ordered.mapPartitionsWithIndex(lambda i, rows: [(i, sum(r[at] or 0 for r in rows))]).collect()
+    offsets, acc = {}, 0
+    for i, total in sorted(totals):
+        offsets[i], acc = acc, acc + total
+
+    def add(i, rows):
+        acc = offsets[i]
+        for r in rows:
+            yield (*r, acc)
+            acc += r[at] or 0
+
+    schema = df.schema.add(name, df.schema[value].dataType, True)
+    return df.sparkSession.createDataFrame(ordered.mapPartitionsWithIndex(add), schema)

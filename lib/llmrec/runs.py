@@ -54,8 +54,15 @@ def files_signature(paths: list[str]) -> str | None:
     return digest(listing)
 
 
+def _setting(tree: dict, key: str):
+    """A section (``train``) or one key of it (``train.loss``) of the config as a dict."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 def fingerprint(spark, cfg: Config, stage: Stage, args) -> str:
-    settings = {s: cfg.to_dict()[s] for s in stage.sections}
+    settings = {s: _setting(cfg.to_dict(), s) for s in stage.sections}
     arguments = {k: v for k, v in sorted(vars(args).items()) if k not in _ARGS_IGNORED and v}
     inputs = _versions(spark, cfg, tuple(t for t in stage.inputs if t not in stage.outputs))
     files = stage.input_files(cfg)

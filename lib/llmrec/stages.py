@@ -22,7 +22,8 @@ from llmrec.conf import Config, join
 from llmrec.progress import log, timed
 from llmrec.tables.schemas import (
     BRONZE, CANDIDATES, EVAL_METRICS, EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, ITEM_NEIGHBORS,
-    POPULAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, SILVER, SILVER_ITEMS, USER_EMBEDDINGS, USER_INDEX, Table,
+    POPULAR_ITEMS, RECOMMENDATIONS, SEARCH_RESULTS, SILVER, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS,
+    USER_EMBEDDINGS, USER_EMBEDDINGS_VAL, USER_INDEX, Table,
 )
 
 
@@ -125,7 +126,7 @@ def embed(spark, cfg: Config, args: Namespace) -> dict:
 
     with timed("embed", spark) as st:
         result = backfill.run(spark, cfg)
-        st.count(rows_in=result["items"]["embedded"] + result["users"]["embedded"])
+        st.count(rows_in=sum(r["embedded"] for r in result.values()))
     return result
 
 
@@ -139,8 +140,16 @@ def candidates(spark, cfg: Config, args: Namespace) -> dict:
     return result
 
 
+def ranker(spark, cfg: Config, args: Namespace) -> dict:
+    """Learns the second stage on the validation cut (LambdaMART) and chooses what to serve."""
+    from llmrec.ranker import learn
+
+    with timed("ranker", spark):
+        return learn.run(spark, cfg)
+
+
 def recommend(spark, cfg: Config, args: Namespace) -> dict:
-    """Cross-encoder reranking of the candidates -> top-K per user in gold.recommendations."""
+    """The candidates in the second stage's order -> top-K per user in gold.recommendations."""
     from llmrec.infer import rank
 
     with timed("recommend", spark) as st:
@@ -233,11 +242,23 @@ def _queries(cfg: Config) -> list[str]:
     return [cfg.search.queries]
 
 
+def _ranker(cfg: Config) -> list[str]:
+    from llmrec.ranker.saved import output_dir
+
+    return [output_dir(cfg)]
+
+
+def _models(cfg: Config) -> list[str]:
+    """The cross-encoder and, when recommend serves its choice, the ranker."""
+    return _model(cfg) + (_ranker(cfg) if cfg.recommend.ranker == "learned" else [])
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One pipeline stage. Its fingerprint (what resume compares) is made of the config
-    `sections`, its arguments, the versions of its `inputs` and the file listings of its
-    `input_files`; it is done when its `outputs` and `output_files` are as it left them."""
+    `sections` (a section, or one key of it: "train.loss"), its arguments, the versions
+    of its `inputs` and the file listings of its `input_files`; it is done when its
+    `outputs` and `output_files` are as it left them."""
     name: str
     body: Callable[..., dict]
     sections: tuple[str, ...]
@@ -262,7 +283,10 @@ class Stage:
 
 _BRONZE, _SILVER = tuple(BRONZE.values()), tuple(SILVER.values())
 _ENCODE = ("model", "tokenize", "infer", "embed", "examples")
-_EMBEDDINGS = (ITEM_EMBEDDINGS, USER_EMBEDDINGS)
+_EMBEDDINGS = (ITEM_EMBEDDINGS, USER_EMBEDDINGS, USER_EMBEDDINGS_VAL)
+_TEXTS = (SILVER_ITEMS, SILVER_EVENTS, SILVER_REVIEWS)  # what user and item texts are made of
+# What the first stage and the features learn from, and which pairs are relevant.
+_CUTS = ("candidates", "interactions", "infer.history_splits", "evaluate.relevant_min_weight")
 
 # Pipeline order.
 STAGES: tuple[Stage, ...] = (
@@ -271,25 +295,29 @@ STAGES: tuple[Stage, ...] = (
     Stage("clean", clean, ("source", "interactions"), _BRONZE, _SILVER, add_args=add_dates),
     Stage("interactions", interactions, ("interactions",), _SILVER, (USER_INDEX, ITEM_INDEX, INTERACTIONS),
           output_files=_export),
-    Stage("examples", examples, ("interactions", "examples"), (INTERACTIONS, SILVER_ITEMS, ITEM_INDEX),
-          (EXAMPLES,)),
-    Stage("tokenize", tokenize, ("examples", "tokenize", "model"), (EXAMPLES,), output_files=_shards,
+    Stage("embed", embed, (*_ENCODE, "evaluate.relevant_min_weight"),
+          (*_TEXTS, ITEM_INDEX, INTERACTIONS, USER_INDEX), _EMBEDDINGS, compute="gpu"),
+    Stage("candidates", candidates, (*_CUTS, "recommend"), (INTERACTIONS, ITEM_INDEX, *_EMBEDDINGS),
+          (ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES)),
+    Stage("examples", examples, ("interactions", "examples", "train.loss", "candidates"),
+          (INTERACTIONS, *_TEXTS, ITEM_INDEX, CANDIDATES), (EXAMPLES,)),
+    Stage("tokenize", tokenize, ("examples", "tokenize", "model", "train.loss"), (EXAMPLES,), output_files=_shards,
           add_args=add_force),
     Stage("train", train, ("model", "tokenize", "train"), input_files=_shards, output_files=_model,
           add_args=add_force, compute="gpu"),
-    Stage("embed", embed, _ENCODE, (SILVER_ITEMS, ITEM_INDEX, INTERACTIONS, USER_INDEX), _EMBEDDINGS,
+    Stage("ranker", ranker, ("ranker", "recommend", *_CUTS, *_ENCODE),
+          (CANDIDATES, INTERACTIONS, *_TEXTS, ITEM_INDEX, *_EMBEDDINGS), input_files=_model,
+          output_files=_ranker, compute="gpu"),
+    Stage("recommend", recommend, ("recommend", "ranker", *_CUTS, *_ENCODE),
+          (CANDIDATES, INTERACTIONS, *_TEXTS, ITEM_INDEX, *_EMBEDDINGS), (RECOMMENDATIONS,), input_files=_models,
           compute="gpu"),
-    Stage("candidates", candidates, ("candidates", "recommend", "interactions"),
-          (INTERACTIONS, ITEM_INDEX, *_EMBEDDINGS), (ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES)),
-    Stage("recommend", recommend, ("recommend", "candidates", *_ENCODE), (CANDIDATES, INTERACTIONS, SILVER_ITEMS),
-          (RECOMMENDATIONS,), input_files=_model, compute="gpu"),
     Stage("search", search, ("search", "candidates", *_ENCODE), (*_EMBEDDINGS, ITEM_INDEX), (SEARCH_RESULTS,),
           input_files=_queries, add_args=search_args),
     Stage("explain", explain, ("explain", "recommend", *_ENCODE), (ITEM_EMBEDDINGS, INTERACTIONS),
           (RECOMMENDATIONS,), input_files=_model, add_args=explain_args, compute="gpu"),
-    Stage("evaluate", evaluate, ("evaluate", "candidates", "recommend", "interactions", *_ENCODE),
+    Stage("evaluate", evaluate, ("evaluate", "ranker", "recommend", *_CUTS, *_ENCODE),
           (INTERACTIONS, CANDIDATES, RECOMMENDATIONS, EXAMPLES, ITEM_EMBEDDINGS), (EVAL_METRICS,),
-          input_files=_model),
+          input_files=_models),
 )
 BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(BY_NAME)

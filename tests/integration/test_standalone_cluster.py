@@ -38,7 +38,8 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     root = tmp_path / "root"
     models = [f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32",
               "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0",
-              "candidates.als.iterations=3"]
+              "candidates.als.iterations=3", "ranker.n_estimators=20", "ranker.pool=20", "ranker.pool_depths=10,20",
+              "ranker.fusion_trials=2"]
     sets = [x for s in SHOP + models + [f"storage.root={root}"] for x in ("--set", s)]
     data = submit("pipeline", "--stages", "generate,ingest,clean,interactions,examples,tokenize", *sets,
                   master=url)
@@ -51,10 +52,11 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
                 "--set", "evaluate.run=cluster", "--set", "evaluate.models=popular,item_item,fused,hybrid"]
     # the inference stages in one application (each submit costs a JVM and an app start),
     # then one user's explanations printed
-    served = submit("pipeline", "--stages", "embed,candidates,recommend,search,explain,evaluate",
+    # the ranker: SparkXGBRanker's barrier-mode training on the cluster's two task slots
+    served = submit("pipeline", "--stages", "embed,candidates,ranker,recommend,search,explain,evaluate",
                     *sets, *evaluate, master=url)
     assert served.returncode == 0, f"inference pipeline failed:\n{served.output[-3000:]}"
-    assert "job pipeline finished" in served.output
+    assert "job pipeline finished" in served.output and "ranker: serving" in served.output
     one = submit("explain", "--user", "U0000001", *sets, master=url)
     assert one.returncode == 0, f"explain --user failed:\n{one.output[-3000:]}"
     outputs = {"explain": one.output, "evaluate": served.output}

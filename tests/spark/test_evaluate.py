@@ -75,10 +75,11 @@ def test_each_model_scores_only_the_users_asked(spark, served):
 
 def test_metrics_table_and_report_agree(spark, evaluated):
     cfg, result = evaluated
-    rows = tables.read(spark, cfg, EVAL_METRICS).where(F.col("run") == "t1").toPandas()
+    everything = tables.read(spark, cfg, EVAL_METRICS).where(F.col("run") == "t1").toPandas()
+    assert not everything.duplicated(["slice", "model", "metric", "k"]).any()
+    rows = everything[(everything.slice == "overall") & ~everything.model.str.startswith("candidates.")]
     ranking = rows[rows.metric.isin(["precision", "recall", "ndcg", "map", "hit", "mrr"])]
     assert len(ranking) == 6 * 6 * 3  # models x metrics x K
-    assert not rows.duplicated(["model", "metric", "k"]).any()
     # evaluated users: a relevant test pair and a hybrid list
     test = tables.read(spark, cfg, INTERACTIONS).where("split = 'test' and weight > 0")
     ranked = tables.read(spark, cfg, RECOMMENDATIONS).select("user_idx").distinct()
@@ -87,6 +88,16 @@ def test_metrics_table_and_report_agree(spark, evaluated):
     recall = ranking[ranking.metric == "recall"].set_index(["model", "k"]).value
     assert all(recall[(m, 1)] <= recall[(m, 3)] <= recall[(m, 5)] for m in MODELS.split(","))
     assert result["report"].endswith("t1/report.html") and os.path.isfile(result["report"])
+    # by slice: each slice's users are a subset of the evaluated ones
+    sliced = everything[everything.slice.isin(["cold_items", "cold_users", "tail_items"])]
+    assert set(sliced.slice) == {"cold_items", "cold_users", "tail_items"}
+    assert len(sliced[sliced.metric == "ndcg"]) == 3 * 6 * 3 and (sliced.users <= rows.users.max()).all()
+    # candidate recall: every source and the fused list, on test (overall) and validation
+    recall = everything[everything.model.str.startswith("candidates.")]
+    assert set(recall.slice) == {"overall", "validation"} and set(recall.metric) == {"recall"}
+    assert {"candidates.fused", "candidates.als", "candidates.content"} <= set(recall.model)
+    fused = recall[(recall.model == "candidates.fused") & (recall.slice == "overall")].set_index("k").value
+    assert fused[10] <= fused[20]
 
     page = open(result["report"]).read()
     cells = re.findall(r'<td data-model="([^"]+)" data-metric="([^"]+)" data-k="(\d*)">([^<]+)</td>', page)
@@ -95,7 +106,8 @@ def test_metrics_table_and_report_agree(spark, evaluated):
             "n/a" if r.value is None or pd.isna(r.value) else f"{r.value:.4f}" for r in rows.itertuples()}
     assert shown == want
     folder = os.path.dirname(result["report"])
-    for png in ("metrics_vs_k.png", "beyond_accuracy.png", "popularity.png"):
+    for png in ("metrics_vs_k.png", "beyond_accuracy.png", "popularity.png", "slices.png",
+                "candidate_recall.png"):
         with open(os.path.join(folder, png), "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
         assert f'alt="{png}"' in page
@@ -116,7 +128,8 @@ def test_rerun_replaces_the_run_and_prints_headline(spark, evaluated, capsys):
     # the same run again, with two of the models: its partition is replaced, not appended to
     fewer = replace(cfg, evaluate=replace(cfg.evaluate, models="popular,hybrid", auc=False))
     again = stages.evaluate(spark, fewer, Namespace())
-    rows = tables.read(spark, cfg, EVAL_METRICS).where("run = 't1'").toPandas()
+    rows = tables.read(spark, cfg, EVAL_METRICS).where("run = 't1' and slice = 'overall'").toPandas()
+    rows = rows[~rows.model.str.startswith("candidates.")]
     assert set(rows.model) == {"popular", "hybrid"} and len(rows) == 2 * 12 * 3
     assert again["headline"] == {m: first["headline"][m] for m in ("popular", "hybrid")}
     out = capsys.readouterr().out

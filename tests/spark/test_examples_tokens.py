@@ -141,11 +141,11 @@ def test_samplers_draw_by_their_rule():
     popularity = np.zeros(100)
     popularity[7] = 10_000
     cats = np.repeat(np.arange(10), 10)
-    conf = ExamplesConf(negatives="popularity", neg_ratio=1, seed=3)
+    conf = ExamplesConf(negatives={"popularity": 1.0}, neg_ratio=1, seed=3)
     sampler = examples.NegativeSampler(items, popularity, cats, conf)
     drawn = collections.Counter(sampler.sample(u, 0, 0, set())[0][0] for u in range(300))
     assert drawn[7] > 200  # ~ (10001 ** .75) / (that + 99) of the draws
-    conf = ExamplesConf(negatives="uniform", neg_ratio=5, seed=3)
+    conf = ExamplesConf(negatives={"uniform": 1.0}, neg_ratio=5, seed=3)
     uniform = examples.NegativeSampler(items, popularity, cats, conf)
     got = uniform.sample(1, 2, 0, seen={0, 1, 2})
     assert len({i for i, _ in got}) == 5 and not {i for i, _ in got} & {0, 1, 2}

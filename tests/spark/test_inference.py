@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from helpers import ROOT, SHOP, fresh, make_config, tiny
 from llmrec import stages, tables
+from llmrec.ranker import cuts
 from llmrec.infer import backfill, candidates, engine, rank, search
 from llmrec.infer.api import Recommender
 from llmrec.infer.topk import topk
@@ -187,7 +188,7 @@ def test_backfill_resumes_after_kill(spark, shop, tiny_dir, tmp_path):
 
 def test_candidates_merge_sources_without_history_items(spark, served):
     cfg = served
-    cands = tables.read(spark, cfg, CANDIDATES)
+    cands = candidates.serving(spark, cfg)
     hist = candidates.history(spark, cfg)
     assert cands.groupBy("user_idx", "item_idx").count().where("count > 1").count() == 0
     assert cands.join(hist, ["user_idx", "item_idx"]).count() == 0  # nothing the user already has
@@ -200,6 +201,14 @@ def test_candidates_merge_sources_without_history_items(spark, served):
     for r in cands.limit(50).collect():
         assert r.score == pytest.approx(sum(w[s] / (60 + k) for s, k in r.source_ranks.items()))
         assert r.source_ranks[r.source] == min(r.source_ranks.values())
+        assert set(r.source_scores) == set(r.source_ranks)
+    # as of validation: the users with a validation pair, from train alone, so their
+    # validation items are still candidates (and their train items are not)
+    val = tables.read(spark, cfg, CANDIDATES).where("cut = 'val'")
+    labelled = {r.user_idx for r in cuts.labelled_users(spark, cfg, cuts.val(cfg)).collect()}
+    assert {r.user_idx for r in val.select("user_idx").distinct().collect()} == labelled
+    assert val.join(cuts.history(spark, cfg, cuts.val(cfg)), ["user_idx", "item_idx"]).count() == 0
+    assert val.join(cuts.relevant(spark, cfg, "val"), ["user_idx", "item_idx"]).count() > 0
     pop = tables.read(spark, cfg, POPULAR_ITEMS)
     assert "*" in {r.segment for r in pop.select("segment").distinct().collect()}
 

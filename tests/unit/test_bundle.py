@@ -33,7 +33,7 @@ from llmrec.stages import NAMES
 
 STAGES = list(NAMES)
 
-GPU_STAGES = {"train", "embed", "recommend", "explain"}
+GPU_STAGES = {"train", "embed", "ranker", "recommend", "explain"}  # the cross-encoder and MiniLM run there
 TOP_KEYS = {"bundle", "include", "artifacts", "variables", "targets", "workspace", "sync",
             "resources", "permissions", "run_as", "presets", "experimental", "python", "scripts"}
 ARTIFACT_KEYS = {"type", "path", "build", "files", "executable", "dynamic_version"}

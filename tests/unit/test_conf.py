@@ -79,9 +79,25 @@ def test_training_sections_validate_and_round_trip():
     assert conf.from_dict(cfg.to_dict()) == cfg  # how settings reach training processes
     for bad, message in [("train.backend=mpi", "'train.backend' must be one of horovod, torch_distributor"),
                          ("train.warmup_ratio=1.5", "'train.warmup_ratio' must be in [0, 1]"),
-                         ("examples.negatives=random", "'examples.negatives' must be one of"),
+                         ("examples.negatives=random", "'examples.negatives' takes shares >= 0"),
                          ("tokenize.rows_per_file=10", "'tokenize.rows_per_file' must be >= row_group_rows"),
                          ("train.lr=fast", "'train.lr' must be a number"),
                          ("model.lora.r=0", "'model.lora.r' must be > 0")]:
         with pytest.raises(conf.ConfigError, match=re.escape(message)):
             conf.load(ROOT / "conf/local.yaml", [bad])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.loss=listwise", "examples.neg_ratio=3", "tokenize.row_group_rows=30"],
+     "'tokenize.row_group_rows' must be a multiple of 4 with train.loss listwise"),
+    (["train.loss=listwise", "examples.neg_ratio=3", "train.batch_size=10"],
+     "'train.batch_size' must be a multiple of 4"),
+    (["ranker.pool=50", "ranker.pool_depths=20,100"], "'ranker.pool_depths' must list depths in 1..pool"),
+    (["examples.negatives={candidates: -1}"], "'examples.negatives' takes shares >= 0"),
+    (["recommend.ranker=xgb"], "'recommend.ranker' must be one of learned, blend, none"),
+])
+def test_second_stage_settings_are_checked(overrides, message):
+    with pytest.raises(conf.ConfigError, match=re.escape(message)):
+        conf.load(ROOT / "conf/local.yaml", overrides)
+    ok = conf.load(ROOT / "conf/local.yaml", ["train.loss=listwise", "examples.neg_ratio=3"])
+    assert ok.group_size == 4 and conf.load(ROOT / "conf/local.yaml").group_size == 1

@@ -13,14 +13,14 @@ by the candidates and recommend jobs.
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config
-from llmrec.frames import best_per
+from llmrec.frames import best_per, global_rank
 from llmrec.infer import candidates as cands
-from llmrec.tables.schemas import CANDIDATES, RECOMMENDATIONS
+from llmrec.tables.schemas import RECOMMENDATIONS
 
 
 def _ranked(scores: DataFrame, k: int) -> DataFrame:
@@ -33,8 +33,7 @@ def popular(hist: DataFrame, users: DataFrame, k: int) -> DataFrame:
     needs at most the global top k + n, so each user is joined to exactly that prefix of
     the list: rows = users x k + history pairs, whatever the catalog size."""
     by_users = hist.groupBy("item_idx").agg(F.count("*").alias("n"))
-    listed = by_users.withColumn("pop_rank", F.row_number().over(
-        Window.orderBy(F.col("n").desc(), F.col("item_idx"))))  # one sort of the items
+    listed = global_rank(by_users, F.col("n").desc(), F.col("item_idx"), name="pop_rank")  # one sort
     seen = hist.groupBy("user_idx").agg(F.count("*").alias("n_seen"))
     wanted = users.join(seen, "user_idx", "left").select(
         "user_idx", F.explode(F.sequence(F.lit(1), F.lit(k) + F.coalesce("n_seen", F.lit(0)))).alias("pop_rank"))
@@ -62,7 +61,7 @@ def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: Dat
         elif name == "content":
             lists[name] = _ranked(cands.profile_scores(spark, cfg, excluded, k, users), k)
         elif name == "fused":
-            lists[name] = _ranked(cands.of_users(tables.read(spark, cfg, CANDIDATES), users)
+            lists[name] = _ranked(cands.of_users(cands.serving(spark, cfg), users)
                                   .select("user_idx", "item_idx", "score"), k)
         elif name == "hybrid":
             lists[name] = cands.of_users(tables.read(spark, cfg, RECOMMENDATIONS), users).where(F.col("rank") <= k) \

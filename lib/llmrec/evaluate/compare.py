@@ -15,27 +15,20 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from llmrec.stamps import utc_now
 from llmrec import storage, tables
 from llmrec.conf import Config, join
-from llmrec.evaluate import baselines, metrics, report
-from llmrec.infer import backfill, candidates as cands, engine, rank
+from llmrec.evaluate import baselines, metrics, report, slices
+from llmrec.frames import global_rank
+from llmrec.infer import candidates as cands, engine, rank
 from llmrec.progress import log
+from llmrec.ranker import cuts, saved
+from llmrec.stamps import utc_now
 from llmrec.tables.schemas import (
-    EVAL_METRICS, EXAMPLES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, RECOMMENDATIONS, SILVER_ITEMS,
+    CANDIDATES, EVAL_METRICS, EXAMPLES, ITEM_EMBEDDINGS, ITEM_INDEX, RECOMMENDATIONS, SILVER_ITEMS,
 )
 
 POPULARITY_BINS = 20
 HEADLINE = ("ndcg", "recall", "map", "catalog_coverage")  # printed at the end, at the largest K
-
-
-def relevant(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(user_idx, item_idx) test pairs that count as relevant."""
-    test = tables.read(spark, cfg, INTERACTIONS).where(F.col("split") == "test")
-    floor = cfg.evaluate.relevant_min_weight
-    if floor is not None:
-        test = test.where(F.col("weight") > floor)
-    return test.select("user_idx", "item_idx")
 
 
 def _check(cfg: Config) -> None:
@@ -67,8 +60,8 @@ def popularity_profile(lists: DataFrame, hist: DataFrame, catalog: DataFrame, k:
     counts = catalog.join(hist.groupBy("item_idx").agg(F.count("*").alias("n")), "item_idx", "left") \
         .fillna(0, ["n"])
     n_items = counts.count()
-    binned = counts.withColumn("bin", F.floor((F.row_number().over(
-        Window.orderBy(F.col("n").desc(), F.col("item_idx"))) - 1) * POPULARITY_BINS / n_items).cast("int"))
+    binned = global_rank(counts, F.col("n").desc(), F.col("item_idx"), name="r") \
+        .withColumn("bin", F.floor((F.col("r") - 1) * POPULARITY_BINS / n_items).cast("int"))
     recs = lists.where(F.col("rank") <= k).join(binned, "item_idx").groupBy("model", "bin").count()
     seen = binned.groupBy("bin").agg(F.sum("n").alias("count")).withColumn("model", F.lit("history"))
     both = recs.unionByName(seen)
@@ -90,6 +83,16 @@ def sample_explanations(spark: SparkSession, cfg: Config, users: DataFrame, n: i
     return [r.asDict(recursive=True) for r in rows]
 
 
+def ranker_summary(spark: SparkSession, cfg: Config) -> dict | None:
+    """The ranker stage's ranker.json (its choice and validation figures), when recommend served it."""
+    if cfg.recommend.ranker != "learned":
+        return None
+    try:
+        return saved.load_summary(spark, cfg)
+    except FileNotFoundError:
+        return None
+
+
 def training_metrics(cfg: Config) -> dict | None:
     from llmrec.train.launch import output_dir
 
@@ -107,7 +110,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     name = conf.run or started.strftime("%Y%m%d-%H%M%S")
     ks, models, k = conf.k_values, conf.model_names, max(conf.k_values)
 
-    truth = relevant(spark, cfg).cache()
+    truth = cuts.relevant(spark, cfg, "test").cache()
     users = truth.select("user_idx").distinct()
     if conf.users == "ranked" and "hybrid" in models:
         users = users.join(tables.read(spark, cfg, RECOMMENDATIONS).select("user_idx").distinct(), "user_idx")
@@ -126,25 +129,34 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     baselines.ranked_lists(spark, cfg, models, users, k).write.mode("overwrite").parquet(staging)
     lists = spark.read.parquet(staging).cache()
     log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))
-    hist = cands.history(spark, cfg).select("user_idx", "item_idx")
+    hist = cands.history(spark, cfg).select("user_idx", "item_idx").cache()
     catalog = tables.read(spark, cfg, ITEM_INDEX).select("item_idx")
     vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector") \
         if tables.exists(spark, cfg, ITEM_EMBEDDINGS) else None
-    table = metrics.ranking(lists, truth, ks).unionByName(
-        metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors))
+    table = slices.by_slice(lists, slices.slice_truths(spark, cfg, truth, hist), ks).unionByName(
+        metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors).withColumn("slice", F.lit("overall")))
+    if tables.exists(spark, cfg, CANDIDATES):
+        table = table.unionByName(slices.candidate_recall(spark, cfg, users, truth))
     rows = [r.asDict() for r in table.collect()]
     auc = cross_encoder_auc(spark, cfg) if conf.auc else None
     if auc is not None:
-        rows.append({"model": "cross_encoder", "metric": "auc", "k": None, "value": auc, "users": n_users})
+        rows.append({"slice": "overall", "model": "cross_encoder", "metric": "auc", "k": None, "value": auc,
+                     "users": n_users})
     tables.overwrite_partitions(
-        spark.createDataFrame([(name, r["model"], r["metric"], r["k"], r["value"], r["users"], started)
+        spark.createDataFrame([(name, r["slice"], r["model"], r["metric"], r["k"], r["value"], r["users"], started)
                                for r in rows], EVAL_METRICS.schema), cfg, EVAL_METRICS, run=[name])
+    overall = [r for r in rows if r["slice"] == "overall" and not r["model"].startswith("candidates.")]
+    order = lambda r: (r["slice"], r["model"], r["metric"], r["k"] or 0)  # noqa: E731
 
     training = training_metrics(cfg)
     result = {
         "run": name, "users": n_users, "ks": ks, "models": models,
         "protocol": protocol(cfg, n_users, catalog.count()),
-        "metrics": sorted(rows, key=lambda r: (r["model"], r["metric"], r["k"] or 0)),
+        "metrics": sorted(overall, key=order),
+        "by_slice": sorted((r for r in rows if r["slice"] not in ("overall", "validation")), key=order),
+        "candidate_recall": sorted((r for r in rows if r["model"].startswith("candidates.")), key=order),
+        "candidate_sources": slices.sources_in_order(cfg),
+        "ranker": ranker_summary(spark, cfg),
         "auc": {"cross_encoder_spark": auc,
                 "train_job_test": ((training or {}).get("test") or {}).get("auc")},
         "popularity": popularity_profile(lists, hist, catalog, k),
@@ -153,6 +165,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
         "training": training,
     }
     lists.unpersist()
+    hist.unpersist()
     truth.unpersist()
     users.unpersist()
     storage.remove_tree(staging)
@@ -171,7 +184,7 @@ def protocol(cfg: Config, n_users: int, n_items: int) -> dict:
     floor = cfg.evaluate.relevant_min_weight
     return {
         "split": f"{split.method}: {how}",
-        "learnt_from": f"interactions of the splits {', '.join(backfill.history_splits(cfg))}",
+        "learnt_from": f"interactions of the splits {', '.join(cuts.history_splits(cfg))}",
         "relevant": "every test pair" if floor is None else f"test pairs with weight > {floor:g}",
         "ranking": "full ranking over the catalog; each user's history items excluded",
         "users": f"{n_users:,} users with a relevant test item"
@@ -190,12 +203,20 @@ def value(result: dict, model: str, metric: str, k: int | None) -> float | None:
 
 
 def summary(result: dict) -> dict:
-    """What the job returns (and logs): the run, report path and headline numbers."""
+    """What the job returns (and logs): the run, report path and headline numbers, recall@K
+    and users by slice, and what the ranker stage chose to serve."""
     k = max(result["ks"])
+    by_slice: dict = {}
+    for r in result["by_slice"]:
+        if r["metric"] == "recall" and r["k"] == k:
+            by_slice.setdefault(r["slice"], {"users": r["users"]})[r["model"]] = round(r["value"], 4)
+    ranker = result.get("ranker") or {}
     return {"run": result["run"], "report": result["report"], "users": result["users"], "k": k,
             "auc": result["auc"],
             "headline": {m: {f"{name}@{k}": round(value(result, m, name, k) or 0.0, 4) for name in HEADLINE}
-                         for m in result["models"]}}
+                         for m in result["models"]},
+            f"recall@{k}_by_slice": by_slice,
+            "ranker": (ranker.get("choice") or {}).get("use_label")}
 
 
 def headline(summary: dict) -> str:
@@ -207,7 +228,14 @@ def headline(summary: dict) -> str:
              f"{'model':<12}" + "".join(f"{c:>22}" for c in cols)]
     for model, vals in summary["headline"].items():
         lines.append(f"{model:<12}" + "".join(f"{vals[c]:>22.4f}" for c in cols))
+    for name, vals in summary[f"recall@{k}_by_slice"].items():
+        if not vals["users"]:
+            continue
+        models = ", ".join(f"{m} {v:.4f}" for m, v in vals.items() if m != "users")
+        lines.append(f"recall@{k} on {name} ({vals['users']:,} users): {models}")
     auc = summary["auc"]["cross_encoder_spark"]
     if auc is not None:
         lines.append(f"cross-encoder AUC on the test pairs: {auc:.4f}")
+    if summary["ranker"]:
+        lines.append(f"hybrid = the ranker stage's choice on validation: {summary['ranker']}")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ from pyspark.sql import types as T
 from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.evaluate.metrics import dot
-from llmrec.features import examples as ex
+from llmrec.features.actions import Action, action_phrase, actions
 from llmrec.frames import map_lookup, top_level_category, top_per
 from llmrec.infer import engine, rank
 from llmrec.infer.candidates import history
@@ -80,8 +80,8 @@ def positive_history(spark: SparkSession, cfg: Config) -> DataFrame:
     """(user_idx, item_idx, action): the serving history's positively weighted items and
     the user's strongest action on each ("reviewed" when only a review weighs)."""
     return history(spark, cfg).where(F.col("weight") > 0) \
-        .join(ex.actions(spark, cfg), ["user_idx", "item_idx"], "left") \
-        .select("user_idx", "item_idx", ex.action_phrase(F.col("event_type")).alias("action"))
+        .join(actions(spark, cfg), ["user_idx", "item_idx"], "left") \
+        .select("user_idx", "item_idx", action_phrase(F.col("event_type")).alias("action"))
 
 
 def top_history(recs: DataFrame, hist: DataFrame, vectors: DataFrame, items: DataFrame,
@@ -240,7 +240,7 @@ def token_rows(spark: SparkSession, cfg: Config, recs: DataFrame) -> Optional[Da
 
 def _did(h: Column) -> Column:
     """'bought X', 'viewed X', 'added X to your cart', 'reviewed X'."""
-    sentence = map_lookup({a.phrase: a.sentence for a in ex.Action}, h["action"])
+    sentence = map_lookup({a.phrase: a.sentence for a in Action}, h["action"])
     return F.replace(sentence, F.lit("{item}"), F.coalesce(h["title"], h["item_id"]))
 
 

@@ -40,7 +40,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from llmrec.frames import top_per
+from llmrec.frames import running_sum, top_per
 
 RANKING = ("precision", "recall", "ndcg", "map", "hit", "mrr")
 BEYOND = ("catalog_coverage", "entropy", "gini", "novelty", "diversity", "serendipity")
@@ -191,10 +191,9 @@ def auc(scored: DataFrame, score: str = "score", label: str = "label") -> float 
     """Mann-Whitney AUC of `score` for binary `label` (ties count half); None without
     both classes."""
     levels = scored.groupBy(score).agg(
-        F.sum(F.when(F.col(label) > 0, 1).otherwise(0)).alias("pos"),
-        F.sum(F.when(F.col(label) > 0, 0).otherwise(1)).alias("neg"))
-    below = Window.orderBy(score).rowsBetween(Window.unboundedPreceding, -1)
-    row = levels.withColumn("neg_below", F.coalesce(F.sum("neg").over(below), F.lit(0))) \
+        F.sum(F.when(F.col(label) > 0, 1).otherwise(0)).cast("long").alias("pos"),
+        F.sum(F.when(F.col(label) > 0, 0).otherwise(1)).cast("long").alias("neg"))
+    row = running_sum(levels, "neg", score, name="neg_below") \
         .agg(F.sum(F.col("pos") * (F.col("neg_below") + F.col("neg") / 2)).alias("wins"),
              F.sum("pos").alias("P"), F.sum("neg").alias("N")).first()
     if not row["P"] or not row["N"]:

@@ -11,8 +11,8 @@ import html
 import json
 import os
 
-from llmrec.stamps import utc_now
 from llmrec.evaluate.metrics import BEYOND, RANKING
+from llmrec.stamps import utc_now
 
 PLOT_STYLE = {"hybrid": "-o", "fused": "--s", "history": ":"}  # others: "-."
 DIGITS = 4
@@ -110,6 +110,108 @@ def plot_training(training: dict, path: str) -> None:
     plt.close(fig)
 
 
+def plot_slices(result: dict, path: str) -> None:
+    """recall@K and nDCG@K of every model, by slice (grouped bars)."""
+    plt = _plt()
+    k, models = max(result["ks"]), result["models"]
+    rows = result["by_slice"]
+    names = sorted({r["slice"] for r in rows}, key=lambda n: (n != "overall", n))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    for ax, metric in zip(axes, ("recall", "ndcg")):
+        vals = {(r["slice"], r["model"]): r["value"] for r in rows if r["metric"] == metric and r["k"] == k}
+        width = 0.8 / len(models)
+        for i, model in enumerate(models):
+            ax.bar([j + i * width for j in range(len(names))], [vals.get((n, model), 0.0) for n in names],
+                   width, label=model)
+        users = {r["slice"]: r["users"] for r in rows}
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
+        ax.set_xticklabels([f"{n}\n({users.get(n, 0):,} users)" for n in names], fontsize=8)
+        ax.set_title(f"{metric}@{k} by slice")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_candidate_recall(result: dict, path: str) -> None:
+    """Candidate recall@N of each source and of the fused list, serving (test) and validation."""
+    plt = _plt()
+    rows = result["candidate_recall"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, (name, title) in zip(axes, (("overall", "serving cut, test labels"),
+                                        ("validation", "validation cut, validation labels"))):
+        for model in result["candidate_sources"]:
+            pts = sorted((r["k"], r["value"]) for r in rows if r["slice"] == name and r["model"] == model)
+            if pts:
+                ax.plot(*zip(*pts), "-o" if model.endswith("fused") else "-.", label=model.split(".", 1)[1])
+        ax.set_title(f"candidate recall@N ({title})", fontsize=10)
+        ax.set_xlabel("N")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_importance(ranker: dict, path: str, top: int = 20) -> None:
+    """The learned ranker's feature importance (total gain), largest first."""
+    plt = _plt()
+    gains = list(ranker["feature_importance_gain"].items())[:top]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(gains) + 1))
+    ax.barh([g[0] for g in gains][::-1], [g[1] for g in gains][::-1], color="tab:green")
+    ax.set_xlabel("gain")
+    ax.set_title("Learned ranker: feature importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _slice_table(result: dict) -> str:
+    k, rows = max(result["ks"]), result["by_slice"]
+    vals = {(r["slice"], r["model"], r["metric"]): (r["value"], r["users"]) for r in rows if r["k"] == k}
+    names = sorted({r["slice"] for r in rows}, key=lambda n: (n != "overall", n))
+    body = []
+    for name in names:
+        users = next((u for (sl, _, _), (_, u) in vals.items() if sl == name), 0)
+        for metric in ("ndcg", "recall"):
+            cells = "".join(f'<td data-slice="{name}" data-model="{m}" data-metric="{metric}" data-k="{k}">'
+                            f"{_fmt((vals.get((name, m, metric)) or (None,))[0])}</td>" for m in result["models"])
+            body.append(f"<tr><th>{name}</th><td>{users:,}</td><td>{metric}@{k}</td>{cells}</tr>")
+    head = "".join(f"<th>{m}</th>" for m in result["models"])
+    return f"<table><tr><th>slice</th><th>users</th><th>metric</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _recall_table(result: dict) -> str:
+    rows = result["candidate_recall"]
+    ks = sorted({r["k"] for r in rows})
+    vals = {(r["slice"], r["model"], r["k"]): r["value"] for r in rows}
+    body = []
+    for name in ("overall", "validation"):
+        for model in result["candidate_sources"]:
+            cells = "".join(f'<td data-slice="{name}" data-model="{model}" data-metric="recall" data-k="{k}">'
+                            f"{_fmt(vals.get((name, model, k)))}</td>" for k in ks)
+            body.append(f"<tr><th>{'test (serving cut)' if name == 'overall' else 'validation cut'}</th>"
+                        f"<th>{model.split('.', 1)[1]}</th>{cells}</tr>")
+    head = "".join(f"<th>recall@{k}</th>" for k in ks)
+    return f"<table><tr><th>labels</th><th>source</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _ranker_section(ranker: dict | None) -> str:
+    if not ranker:
+        return "<p>recommend.ranker is not <code>learned</code>: no ranker stage choice to show.</p>"
+    choice = ranker["choice"]
+    rows = "".join(f"<tr><th>{html.escape(m)}</th><td>{_fmt(v)}</td></tr>"
+                   for m, v in sorted(choice["val_ndcg"].items(), key=lambda kv: -kv[1]))
+    weights = ", ".join(f"{s} {w:g}" for s, w in choice["fusion_weights"].items())
+    return (f"<p>Served: <b>{html.escape(choice['use_label'])}</b>; new-item slots "
+            f"{choice['new_item_slots']}; fusion weights chosen on validation: {html.escape(weights)}; "
+            f"{len(ranker['features'])} features, xgboost {ranker['xgboost']}, best iteration "
+            f"{ranker['best_iteration']}. Each way of ordering the candidates, by nDCG@{choice['k']} on "
+            f"{ranker['users'].get('holdout', {}).get('users', 0):,} held-out validation users:</p>"
+            f"<table><tr><th>ordering</th><th>validation nDCG@{choice['k']}</th></tr>{rows}</table>")
+
+
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.{DIGITS}f}"
 
@@ -171,6 +273,14 @@ def write(folder: str, result: dict) -> str:
                 f"Coverage, concentration, novelty, diversity and serendipity at K={max(result['ks'])}"),
                ("popularity.png", plot_popularity, result,
                 "Share of recommendations by item popularity (history = what users did)")]
+    if result.get("by_slice"):
+        figures.append(("slices.png", plot_slices, result, "Recall and nDCG by slice"))
+    if result.get("candidate_recall"):
+        figures.append(("candidate_recall.png", plot_candidate_recall, result,
+                        "Candidate recall of the first stage: the ceiling of any reranker"))
+    if result.get("ranker"):
+        figures.append(("feature_importance.png", plot_importance, result["ranker"],
+                        "Feature importance of the learned ranker"))
     if result.get("training"):
         figures.append(("training_curves.png", plot_training, result["training"],
                         "Training curves of the cross-encoder (from metrics.json)"))
@@ -186,6 +296,9 @@ def write(folder: str, result: dict) -> str:
 <h2>Protocol</h2><dl>{protocol}</dl>
 <h2>Ranking metrics</h2>{_metric_table(result, RANKING)}
 <h2>Beyond accuracy</h2>{_metric_table(result, BEYOND)}
+<h2>By slice</h2>{_slice_table(result)}
+<h2>Candidate recall</h2>{_recall_table(result)}
+<h2>Second stage</h2>{_ranker_section(result.get('ranker'))}
 <h2>Cross-encoder</h2><table><tr><th>AUC on the test pairs, scored in Spark</th>
 <td data-model="cross_encoder" data-metric="auc" data-k="">{_fmt(auc['cross_encoder_spark'])}</td></tr>
 <tr><th>test AUC reported by the train job</th><td>{_fmt(auc['train_job_test'])}</td></tr></table>

@@ -181,8 +181,11 @@ def examples_checksum(examples: DataFrame) -> str:
 
 
 def fingerprint(checksum: str, vocab_sha: str, cfg: Config) -> str:
-    return stamps.fingerprint({"format": FORMAT, "examples": checksum, "vocab": vocab_sha,
-                               "model": cfg.model.name_or_path, "tokenize": cfg.tokenize.__dict__})
+    key = {"format": FORMAT, "examples": checksum, "vocab": vocab_sha, "model": cfg.model.name_or_path,
+           "tokenize": cfg.tokenize.__dict__}
+    if cfg.group_size > 1:  # the listwise layout (pointwise shards keep their fingerprint)
+        key["group_size"] = cfg.group_size
+    return stamps.fingerprint(key)
 
 
 def manifest_path(cfg: Config) -> str:
@@ -199,12 +202,17 @@ def read_manifest(path: str) -> dict | None:
         return None
 
 
-def _split_frame(examples: DataFrame, split: str, rows: int, conf, seed: int) -> DataFrame:
+def _split_frame(examples: DataFrame, split: str, rows: int, conf, seed: int, grouped: bool) -> DataFrame:
     files = max(1, math.ceil(rows / conf.rows_per_file))
+    part = examples.where(F.col("split") == split).repartition(files, "user_idx", "target_idx")
+    if grouped:
+        # Listwise: a target's group stays together, its positive first (row groups are
+        # whole groups: a task's rows are, and row_group_rows is a multiple of the size).
+        return part.sortWithinPartitions(F.xxhash64(F.lit(seed), "user_idx", "target_idx"), "user_idx",
+                                         "target_idx", F.col("label").desc(), "item_idx")
     # Rows mixed by a seeded hash so each row group holds many users (readers shuffle
     # row groups and rows within them; that alone would keep a user's rows together).
-    return examples.where(F.col("split") == split).repartition(files, "user_idx", "target_idx") \
-        .sortWithinPartitions(F.xxhash64(F.lit(seed), "user_idx", "target_idx", "item_idx"))
+    return part.sortWithinPartitions(F.xxhash64(F.lit(seed), "user_idx", "target_idx", "item_idx"))
 
 
 def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
@@ -228,7 +236,7 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
     t0 = time.perf_counter()
     files = []
     for split in sorted(counts):
-        part = _split_frame(examples, split, counts[split], conf, cfg.examples.seed)
+        part = _split_frame(examples, split, counts[split], conf, cfg.examples.seed, cfg.group_size > 1)
         files += [r.asDict() for r in part.mapInPandas(writer, FILES_SCHEMA).collect()]
     seconds = time.perf_counter() - t0
 
@@ -251,7 +259,7 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
         "tokenizer": {"name": model_mod.tokenizer_dir(cfg.model.name_or_path).rstrip("/"),
                       "class": type(tok).__name__, "vocab_size": len(tok), "vocab_sha256": vocab_sha},
         "max_length": conf.max_length, "truncation": conf.truncation,
-        "row_group_rows": conf.row_group_rows, "columns": list(SHARD_COLUMNS),
+        "row_group_rows": conf.row_group_rows, "group_size": cfg.group_size, "columns": list(SHARD_COLUMNS),
         "splits": splits,
         "stats": {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
                   "rows_per_s": sum(counts.values()) / seconds,

@@ -1,5 +1,6 @@
 """Embedding backfills: the catalog into gold.item_embeddings, users' recent-history
-texts into gold.user_embeddings.
+texts into gold.user_embeddings (as served) and gold.user_embeddings_val (as of the
+validation cut, for the users the ranker learns from).
 
 Incremental: a row is embedded only when its text hash or the model id differs from
 the stored row (new items, changed texts, a new model). The rows to do are cut into
@@ -24,13 +25,10 @@ from llmrec.conf import Config, join
 from llmrec.features import examples as ex
 from llmrec.infer import engine
 from llmrec.progress import fmt_duration, log
-from llmrec.tables.schemas import ITEM_EMBEDDINGS, USER_EMBEDDINGS, USER_INDEX, Table
+from llmrec.ranker import cuts
+from llmrec.tables.schemas import ITEM_EMBEDDINGS, USER_EMBEDDINGS, USER_EMBEDDINGS_VAL, USER_INDEX, Table
 
 TASK_ROWS = 5_000
-
-
-def history_splits(cfg: Config) -> list[str]:
-    return [s.strip() for s in cfg.infer.history_splits.split(",") if s.strip()]
 
 
 def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -38,11 +36,16 @@ def item_texts(spark: SparkSession, cfg: Config) -> DataFrame:
     return ex.item_texts(spark, cfg).select("item_idx", "item_id", F.col("item_text").alias("text"))
 
 
-def user_texts(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(user_idx, user_id, text): users with history in infer.history_splits."""
+def user_texts(spark: SparkSession, cfg: Config, cut: cuts.Cut | None = None) -> DataFrame:
+    """(user_idx, user_id, text): users with history in the cut (default: serving),
+    their newest items as the cross-encoder's user text; for the validation cut only the
+    users with a validation pair (the ranker's)."""
+    cut = cut or cuts.serve(cfg)
     seq = ex.sequences(spark, cfg)
     phrases = ex.item_texts(spark, cfg)
-    texts = ex.profile_texts(seq, phrases, history_splits(cfg), cfg.examples.history_len)
+    texts = ex.profile_texts(spark, cfg, seq, phrases, cut)
+    if cut.name == "val":
+        texts = texts.join(cuts.labelled_users(spark, cfg, cut), "user_idx", "left_semi")
     users = tables.read(spark, cfg, USER_INDEX).select("user_id", "user_idx")
     return texts.join(users, "user_idx").select("user_idx", "user_id", F.col("user_text").alias("text"))
 
@@ -112,7 +115,9 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
 
 
 def run(spark: SparkSession, cfg: Config, load_log: str | None = None) -> dict:
-    """The catalog, then the users: returns what each backfill did."""
+    """The catalog, then the users as served, then the users as of the validation cut:
+    returns what each backfill did."""
     items = backfill(spark, cfg, ITEM_EMBEDDINGS, item_texts(spark, cfg), load_log)
     users = backfill(spark, cfg, USER_EMBEDDINGS, user_texts(spark, cfg), load_log)
-    return {"items": items, "users": users}
+    users_val = backfill(spark, cfg, USER_EMBEDDINGS_VAL, user_texts(spark, cfg, cuts.val(cfg)), load_log)
+    return {"items": items, "users": users, "users_val": users_val}

@@ -1,5 +1,5 @@
 """Candidate generation: several cheap sources propose items per user, merged by
-reciprocal-rank fusion into gold.candidates, which the cross-encoder then ranks.
+reciprocal-rank fusion into gold.candidates, which the second stage then ranks.
 
 Sources (each proposes `candidates.per_source` items a user has not had):
   als      Spark ALS on implicit weights (user factors x item factors, blockwise top-K)
@@ -10,7 +10,10 @@ Sources (each proposes `candidates.per_source` items a user has not had):
   popular  the most popular items of the user's segment (dominant top-level category;
            users without history: everyone's most popular)
 
-History is the interactions of `infer.history_splits`; the test split stays unseen.
+It runs once per cut (llmrec.ranker.cuts): on the serving history for every user, and
+on the train split alone for the users with a validation pair, whose candidates the
+ranker learns from; each cut's sources learn from that cut's history and nothing else.
+The item neighbours and segment popularity kept in tables are the serving cut's.
 """
 from __future__ import annotations
 
@@ -19,27 +22,22 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import CANDIDATE_SOURCES, CandidatesConf, Config
-from llmrec.features import examples as ex
 from llmrec.frames import best_per, map_lookup, top_level_category, top_per
-from llmrec.infer.backfill import history_splits
 from llmrec.infer.topk import topk
 from llmrec.progress import log
+from llmrec.ranker import cuts
 from llmrec.tables.schemas import (
-    CANDIDATES, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, ITEM_NEIGHBORS, POPULAR_ITEMS,
-    SILVER_ITEMS, USER_EMBEDDINGS, USER_INDEX,
+    CANDIDATES, ITEM_EMBEDDINGS, ITEM_INDEX, ITEM_NEIGHBORS, POPULAR_ITEMS, SILVER_ITEMS, USER_EMBEDDINGS,
+    USER_EMBEDDINGS_VAL, USER_INDEX,
 )
 
 EVERYONE = "*"
+PROFILES = {"serve": USER_EMBEDDINGS, "val": USER_EMBEDDINGS_VAL}  # each cut's user embeddings
 
 
 def history(spark: SparkSession, cfg: Config) -> DataFrame:
-    """(user_idx, item_idx, weight, last_ts, purchased) of the serving history."""
-    bought = ex.actions(spark, cfg).where(F.col("event_type") == ex.Action.PURCHASE.event_type) \
-        .select("user_idx", "item_idx", F.lit(True).alias("purchased"))
-    return tables.read(spark, cfg, INTERACTIONS).where(F.col("split").isin(history_splits(cfg))) \
-        .join(bought, ["user_idx", "item_idx"], "left") \
-        .select("user_idx", "item_idx", "weight", "last_ts",
-                F.coalesce("purchased", F.lit(False)).alias("purchased"))
+    """(user_idx, item_idx, weight, first_ts, last_ts, purchased) of the serving history."""
+    return cuts.history(spark, cfg, cuts.serve(cfg))
 
 
 def exclusions(hist: DataFrame, mode: str) -> DataFrame:
@@ -137,9 +135,10 @@ def als_scores(spark: SparkSession, cfg: Config, hist: DataFrame, excluded: Data
 
 
 def profile_scores(spark: SparkSession, cfg: Config, excluded: DataFrame, n: int,
-                   users: DataFrame | None = None) -> DataFrame:
-    """(user_idx, item_idx, score): the n items nearest each user's (or `users`') profile embedding."""
-    queries = of_users(tables.read(spark, cfg, USER_EMBEDDINGS).select("user_idx", "vector"), users) \
+                   users: DataFrame | None = None, cut: str = "serve") -> DataFrame:
+    """(user_idx, item_idx, score): the n items nearest each user's (or `users`') profile
+    embedding (the cut's: gold.user_embeddings, or gold.user_embeddings_val)."""
+    queries = of_users(tables.read(spark, cfg, PROFILES[cut]).select("user_idx", "vector"), users) \
         .join(_excluded_lists(excluded), "user_idx", "left")
     items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
     return topk(queries, items, n, cfg.candidates.block_rows, "user_idx", "item_idx", exclude="seen",
@@ -158,71 +157,107 @@ def popular_scores(users: DataFrame, segs: DataFrame, pop: DataFrame, excluded: 
 
 def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, per_source: int,
          per_user: int) -> DataFrame:
-    """Reciprocal-rank fusion of the sources' (user_idx, item_idx, score) lists."""
+    """Reciprocal-rank fusion of the sources' (user_idx, item_idx, score) lists: the best
+    per_user by sum of weight / (rrf_k + rank), each with every source's rank and score."""
     ranked = None
     for name, df in sources.items():
         part = best_per(df, "user_idx", per_source).select(
-            "user_idx", "item_idx", F.lit(name).alias("source"), F.col("rank").cast("int"))
+            "user_idx", "item_idx", F.lit(name).alias("source"), F.col("rank").cast("int"),
+            F.col("score").cast("double"))
         ranked = part if ranked is None else ranked.unionByName(part)
     weight = map_lookup({s: float(w) for s, w in weights.items()}, F.col("source"))
     order = map_lookup({s: i for i, s in enumerate(CANDIDATE_SOURCES)}, F.col("source"))  # ties
     merged = ranked.groupBy("user_idx", "item_idx").agg(
-        F.sum(weight / (F.lit(rrf_k) + F.col("rank"))).alias("score"),
+        F.sum(weight / (F.lit(rrf_k) + F.col("rank"))).alias("fused"),
         F.min(F.struct("rank", order.alias("o"), "source")).alias("best"),
-        F.map_from_entries(F.collect_list(F.struct("source", "rank"))).alias("source_ranks"))
-    return best_per(merged, "user_idx", per_user).select(
-        "user_idx", "item_idx", "score", F.col("best.source").alias("source"), "source_ranks")
+        F.map_from_entries(F.collect_list(F.struct("source", "rank"))).alias("source_ranks"),
+        F.map_from_entries(F.collect_list(F.struct("source", "score"))).alias("source_scores"))
+    return best_per(merged, "user_idx", per_user, score="fused").select(
+        "user_idx", "item_idx", F.col("fused").alias("score"), F.col("best.source").alias("source"),
+        "source_ranks", "source_scores")
 
 
-def build(spark: SparkSession, cfg: Config) -> dict:
-    """Writes gold.item_neighbors, gold.popular_items and gold.candidates."""
+def cut_candidates(spark: SparkSession, cfg: Config, cut: cuts.Cut, users: DataFrame,
+                   content: DataFrame | None, keep: list[DataFrame]) -> DataFrame:
+    """The fused candidates of `users` with every source fit on the cut's history. For the
+    serving cut, its popularity and co-occurrence neighbours are written to their tables.
+    Cached frames go to `keep` (the caller unpersists them once the candidates are written)."""
     conf = cfg.candidates
     on = {s: w for s, w in conf.weights.items() if w > 0}
-    hist = history(spark, cfg).cache()
+    hist = cuts.history(spark, cfg, cut).cache()
     excluded = exclusions(hist, cfg.recommend.exclude).cache()
     recent = recent_positive(hist, conf.history_items).cache()
-    users = tables.read(spark, cfg, USER_INDEX).select("user_idx")
     segs = segments(spark, cfg, hist).cache()
     pop = popular(hist, segs, conf.per_source * 3)
-    tables.overwrite(pop, cfg, POPULAR_ITEMS)
-    pop = tables.read(spark, cfg, POPULAR_ITEMS)
+    cooc = cooc_neighbors(recent, conf.neighbors) if "cooc" in on else None
+    if cut.name == "serve":
+        tables.overwrite(pop, cfg, POPULAR_ITEMS)
+        pop = tables.read(spark, cfg, POPULAR_ITEMS)
+        if cooc is not None:
+            tables.overwrite_partitions(cooc.withColumn("kind", F.lit("cooc")), cfg, ITEM_NEIGHBORS, kind=["cooc"])
+            cooc = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == "cooc")
+    else:
+        pop, cooc = pop.cache(), cooc.cache() if cooc is not None else None
+    keep += [df for df in (hist, excluded, recent, segs, pop, cooc) if df is not None]
 
     sources: dict[str, DataFrame] = {}
-    if "cooc" in on:
-        tables.overwrite_partitions(cooc_neighbors(recent, conf.neighbors).withColumn("kind", F.lit("cooc")),
-                                    cfg, ITEM_NEIGHBORS, kind=["cooc"])
-    if "content" in on:
-        vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
-        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf)
-                                    .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
-    for kind in ("cooc", "content"):
+    mine = of_users(recent, users)
+    for kind, nb in (("cooc", cooc), ("content", content)):
         if kind in on:
-            nb = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == kind)
-            sources[kind] = from_neighbors(recent, nb.select("item_idx", "neighbor_idx", "score"), excluded)
+            sources[kind] = from_neighbors(mine, nb.select("item_idx", "neighbor_idx", "score"), excluded)
     if "als" in on:
-        sources["als"] = als_scores(spark, cfg, hist, excluded, conf.per_source)
+        sources["als"] = als_scores(spark, cfg, hist, excluded, conf.per_source, users)
     if "profile" in on:
-        sources["profile"] = profile_scores(spark, cfg, excluded, conf.per_source)
+        sources["profile"] = profile_scores(spark, cfg, excluded, conf.per_source, users, cut.name)
     if "popular" in on:
         sources["popular"] = popular_scores(users, segs, pop, excluded)
     if not sources:
         raise ValueError("candidates.weights turns every source off")
-    tables.overwrite(fuse(sources, on, conf.rrf_k, conf.per_source, conf.per_user), cfg, CANDIDATES)
-    for df in (hist, excluded, recent, segs):
+    return fuse(sources, on, conf.rrf_k, conf.per_source, conf.per_user).withColumn("cut", F.lit(cut.name))
+
+
+def build(spark: SparkSession, cfg: Config) -> dict:
+    """Writes gold.candidates for both cuts in one commit, and the serving cut's
+    gold.item_neighbors and gold.popular_items."""
+    conf = cfg.candidates
+    content = None
+    if conf.weights.get("content", 0) > 0:  # embedding neighbours need no history: both cuts share them
+        vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector")
+        tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf)
+                                    .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
+        content = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == "content")
+    keep: list[DataFrame] = []
+    everyone = tables.read(spark, cfg, USER_INDEX).select("user_idx")
+    serve = cut_candidates(spark, cfg, cuts.serve(cfg), everyone, content, keep)
+    val_cut = cuts.val(cfg)
+    val = cut_candidates(spark, cfg, val_cut, cuts.labelled_users(spark, cfg, val_cut), content, keep)
+    tables.overwrite(serve.unionByName(val), cfg, CANDIDATES)
+    for df in keep:
         df.unpersist()
     return stats(spark, cfg)
 
 
+def serving(spark: SparkSession, cfg: Config) -> DataFrame:
+    """The serving cut's candidates (what is recommended)."""
+    return tables.read(spark, cfg, CANDIDATES).where(F.col("cut") == "serve").drop("cut")
+
+
 def stats(spark: SparkSession, cfg: Config) -> dict:
-    cands = tables.read(spark, cfg, CANDIDATES)
+    """The serving cut's counts (users, rows, items, by source), and the validation cut's users and rows."""
+    val = tables.read(spark, cfg, CANDIDATES).where(F.col("cut") == "val") \
+        .agg(F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows")).first()
+    cands = serving(spark, cfg)
     row = cands.agg(F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows"),
                     F.countDistinct("item_idx").alias("items")).first()
     by_source = {r["source"]: r["count"] for r in cands.select(F.explode(F.map_keys("source_ranks"))
                                                                 .alias("source")).groupBy("source").count().collect()}
     best = {r["source"]: r["count"] for r in cands.groupBy("source").count().collect()}
     out = {"users": row["users"], "rows": row["rows"], "items": row["items"],
-           "proposed_by_source": by_source, "best_source": best}
+           "proposed_by_source": by_source, "best_source": best,
+           "val_cut": {"users": val["users"], "rows": val["rows"]}}
     log.info("candidates: %s users, %s rows (%.1f a user), %s distinct items; proposed by %s",
              f"{row['users']:,}", f"{row['rows']:,}", row["rows"] / max(row["users"], 1),
              f"{row['items']:,}", ", ".join(f"{k} {v:,}" for k, v in sorted(by_source.items())))
+    log.info("candidates as of validation (the ranker's): %s users, %s rows", f"{val['users']:,}",
+             f"{val['rows']:,}")
     return out

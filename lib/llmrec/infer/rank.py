@@ -1,8 +1,14 @@
-"""Hybrid ranking: the fine-tuned cross-encoder scores each user's best candidates in a
-pandas UDF, blended with the fused candidate score, top-K per user into
-gold.recommendations (ties: the smaller item index first, so reruns are identical).
+"""Recommend: the serving cut's candidates of each (sampled) user, ordered by the second
+stage, top-K per user into gold.recommendations (ties: the smaller item index first, so
+reruns are identical). recommend.ranker says how they are ordered:
 
-final = blend x sigmoid(cross-encoder logit) + (1 - blend) x candidate score / user's best
+  learned  what the ranker stage chose on validation (llmrec.ranker.choose): its LambdaMART
+           model over the features of the best ranker.pool candidates (the cross-encoder
+           scoring the best ranker.ce_top), or the single source or fusion that beat it; with
+           the new-item slots chosen there
+  blend    the fine-tuned cross-encoder scores each user's rerank pool in a pandas UDF:
+           final = blend x sigmoid(logit) + (1 - blend) x candidate score / user's best
+  none     the fused candidate score
 """
 from __future__ import annotations
 
@@ -17,11 +23,12 @@ from llmrec.stamps import utc_now
 from llmrec import tables
 from llmrec.conf import Config
 from llmrec.features import examples as ex
-from llmrec.frames import best_per, sample_users, top_per
+from llmrec.frames import best_per, sample_users
 from llmrec.infer import backfill, engine
-from llmrec.infer.candidates import exclusions, history
+from llmrec.infer.candidates import exclusions, history, serving
+from llmrec.ranker import choose, cuts, features, saved
 from llmrec.progress import log
-from llmrec.tables.schemas import CANDIDATES, ITEM_INDEX, RECOMMENDATIONS, USER_INDEX
+from llmrec.tables.schemas import ITEM_INDEX, RECOMMENDATIONS, USER_INDEX
 
 TASK_ROWS = 2_000
 
@@ -55,11 +62,13 @@ def score_ref(cfg: Config, path: str, load_log: str | None = None) -> engine.Mod
     return engine.score_ref(cfg, path, max_length, truncation, load_log)
 
 
-def scoring_pairs(spark: SparkSession, cfg: Config, df: DataFrame) -> DataFrame:
-    """df (user_idx, item_idx, ...) + the texts the cross-encoder scores: first = the
-    user's history text (NO_HISTORY without one), second = the item text."""
-    users = backfill.user_texts(spark, cfg).select("user_idx", F.col("text").alias("first"))
-    items = backfill.item_texts(spark, cfg).select("item_idx", F.col("text").alias("second"))
+def scoring_pairs(spark: SparkSession, cfg: Config, df: DataFrame, cut: cuts.Cut | None = None) -> DataFrame:
+    """df (user_idx, item_idx, ...) + the texts the cross-encoder scores, as of the cut
+    (default: serving): first = the user's history text (NO_HISTORY without one), second =
+    the item text (with its review digest when examples.item_reviews)."""
+    cut = cut or cuts.serve(cfg)
+    users = backfill.user_texts(spark, cfg, cut).select("user_idx", F.col("text").alias("first"))
+    items = ex.item_texts(spark, cfg, cut).select("item_idx", F.col("item_text").alias("second"))
     return df.join(users, "user_idx", "left").join(items, "item_idx") \
         .withColumn("first", F.coalesce("first", F.lit(ex.NO_HISTORY)))
 
@@ -80,6 +89,17 @@ def with_ce_scores(spark: SparkSession, pairs: DataFrame, ref: engine.ModelRef |
         .withColumn("ce_score", F.lit(1.0) / (F.lit(1.0) + F.exp(-logit.cast("double"))))
 
 
+def ce_top_scores(spark: SparkSession, cfg: Config, cands: DataFrame, cut: cuts.Cut) -> DataFrame | None:
+    """(user_idx, item_idx, ce_score) for each user's best ranker.ce_top candidates, or
+    None without a cross-encoder (recommend.cross_encoder: none, or ce_top 0)."""
+    path = cross_encoder(cfg)
+    if path is None or not cfg.ranker.ce_top:
+        return None
+    top = best_per(cands, "user_idx", cfg.ranker.ce_top).select("user_idx", "item_idx")
+    pairs = scoring_pairs(spark, cfg, top, cut)
+    return with_ce_scores(spark, pairs, score_ref(cfg, path)).select("user_idx", "item_idx", "ce_score")
+
+
 def blend(ce: str, other: str, weight: float) -> F.Column:
     """weight x ce + (1 - weight) x other; `other` alone where there is no ce score."""
     return F.when(F.col(ce).isNull(), F.col(other)) \
@@ -93,33 +113,58 @@ def rerank_pool(cands: DataFrame, conf) -> DataFrame:
         .where((F.col("_r") <= conf.rerank_top) | source_best).drop("_r")
 
 
-def top_k(scored: DataFrame, k: int, new_slots: int) -> DataFrame:
-    """Each user's k best by `final` (ties: smaller item), where the best `new_slots` new
-    items are always among the k; ranked by `final`."""
-    by_final = [F.col("final").desc(), F.col("item_idx")]
-    ranked = top_per(scored, ["user_idx", "new_item"], None, *by_final, rank="_n")
-    reserved = F.col("new_item") & (F.col("_n") <= new_slots)
-    chosen = top_per(ranked.withColumn("_p", F.when(reserved, 0).otherwise(1)), "user_idx", k,
-                     "_p", *by_final, rank="_c")
-    return top_per(chosen, "user_idx", None, *by_final).drop("_n", "_p", "_c")
+def _new_items(cands: DataFrame, hist: DataFrame) -> DataFrame:
+    """cands + new_item: 1.0 for an item no one in the history has, else 0.0."""
+    known = hist.select("item_idx").distinct().withColumn("known", F.lit(True))
+    return cands.join(known, "item_idx", "left") \
+        .withColumn("new_item", F.when(F.col("known").isNull(), 1.0).otherwise(0.0)).drop("known")
+
+
+def _learned(spark: SparkSession, cfg: Config, cands: DataFrame) -> tuple[DataFrame, int, str]:
+    """The ranker stage's choice over the serving candidates: (scored with `final`, the
+    new-item slots, the model id)."""
+    summary, model = saved.load(spark, cfg)
+    choice = summary["choice"]
+    cut = cuts.serve(cfg)
+    pool = features.pool(cands, cfg.ranker.pool)
+    ce = ce_top_scores(spark, cfg, pool, cut) if summary.get("with_ce") else None
+    frame = features.build(spark, cfg, pool, cut, summary["attribute_keys"], ce)
+    if model is not None:
+        frame = model.transform(features.assemble(frame, summary["features"])).drop("features")
+    model_id = summary["model_id"] if model is not None else choice["use_label"]
+    log.info("recommend: %s (validation nDCG@%d %.4f), new-item slots %d", choice["use_label"], choice["k"],
+             choice["val_ndcg"][choice["use_label"]], choice["new_item_slots"])
+    return frame.withColumn("final", choose.final(choice["use"])), choice["new_item_slots"], model_id
+
+
+def _blended(spark: SparkSession, cfg: Config, cands: DataFrame, hist: DataFrame,
+             load_log: str | None) -> tuple[DataFrame, int, str]:
+    """The cross-encoder blend over each user's rerank pool (or the fused score alone,
+    recommend.ranker none): (scored with `final`, the new-item slots, the model id)."""
+    conf = cfg.recommend
+    path = cross_encoder(cfg) if conf.ranker == "blend" else None
+    ref = score_ref(cfg, path, load_log) if path else None
+    pool = _new_items(rerank_pool(cands, conf) if ref else cands, hist)
+    scored = with_ce_scores(spark, scoring_pairs(spark, cfg, pool), ref) \
+        .withColumn("cand_score", F.col("score") / F.max("score").over(Window.partitionBy("user_idx"))) \
+        .withColumn("final", blend("ce_score", "cand_score", conf.blend))
+    return scored, conf.new_item_slots, engine.model_id(ref) if ref else "candidates-only"
 
 
 def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> dict:
     conf = cfg.recommend
-    path = cross_encoder(cfg)
-    ref = score_ref(cfg, path, load_log) if path else None
     engine.arrow_batch(spark, cfg)
     hist = history(spark, cfg)
     # Another seed than the examples': a different fifth of the users from training's.
-    sampled = sample_users(tables.read(spark, cfg, CANDIDATES), cfg.examples.seed + 1, conf.user_sample)
-    cands = rerank_pool(sampled, conf) \
-        .join(exclusions(hist, conf.exclude), ["user_idx", "item_idx"], "left_anti") \
-        .join(hist.select("item_idx").distinct().withColumn("known", F.lit(True)), "item_idx", "left") \
-        .withColumn("new_item", F.col("known").isNull()).drop("known")
-    scored = with_ce_scores(spark, scoring_pairs(spark, cfg, cands), ref) \
-        .withColumn("cand_score", F.col("score") / F.max("score").over(Window.partitionBy("user_idx"))) \
-        .withColumn("final", blend("ce_score", "cand_score", conf.blend))
-    recs = top_k(scored, conf.k, conf.new_item_slots) \
+    sampled = sample_users(serving(spark, cfg), cfg.examples.seed + 1, conf.user_sample) \
+        .join(exclusions(hist, conf.exclude), ["user_idx", "item_idx"], "left_anti")
+    if conf.ranker == "learned":
+        scored, slots, model_id = _learned(spark, cfg, sampled)
+        scored = scored.withColumn("cand_score", F.col("fused_score") / F.max("fused_score").over(
+            Window.partitionBy("user_idx")))
+    else:
+        scored, slots, model_id = _blended(spark, cfg, sampled, hist, load_log)
+    recs = choose.top_k(scored, conf.k, slots) \
         .join(tables.read(spark, cfg, USER_INDEX).select("user_idx", "user_id"), "user_idx") \
         .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
         .select("user_idx", "user_id", "rank", "item_idx", "item_id", F.col("final").alias("score"),
@@ -128,8 +173,7 @@ def recommend(spark: SparkSession, cfg: Config, load_log: str | None = None) -> 
                 F.lit(None).cast("string").alias("reason"),  # the explain job fills these three
                 F.lit(None).cast(RECOMMENDATIONS.schema["top_history"].dataType).alias("top_history"),
                 F.lit(None).cast(RECOMMENDATIONS.schema["tokens"].dataType).alias("tokens"),
-                F.lit(engine.model_id(ref) if ref else "candidates-only").alias("model"),
-                F.lit(utc_now()).alias("generated_at"))
+                F.lit(model_id).alias("model"), F.lit(utc_now()).alias("generated_at"))
     tables.overwrite(recs, cfg, RECOMMENDATIONS)
     return stats(spark, cfg)
 

@@ -157,7 +157,8 @@ def partition_predicate(**values: Iterable) -> str:
 @_retrying
 def overwrite_partitions(df: DataFrame, cfg: Config, table: Table, **partitions: Iterable) -> None:
     """Atomically replaces exactly the given partitions (and nothing else) with df's rows."""
-    writer = _writer(conform(df, table), table)
+    # mergeSchema: a table written before a column was added to its contract gains it
+    writer = _writer(conform(df, table), table).option("mergeSchema", "true")
     if exists(df.sparkSession, cfg, table):
         writer = writer.mode("overwrite").option("replaceWhere", partition_predicate(**partitions))
     else:  # the first write creates the table

@@ -118,6 +118,10 @@ USER_EMBEDDINGS = Table("gold", "user_embeddings", _schema(
     ("vector", VECTOR, False), ("model", STR, False), ("updated_at", TS, False),
 ), key=("user_idx",))
 
+# The same as of the validation cut: the train-only history text of each user with a
+# validation pair, for the first stage the ranker learns from (llmrec.ranker.cuts).
+USER_EMBEDDINGS_VAL = Table("gold", "user_embeddings_val", USER_EMBEDDINGS.schema, key=("user_idx",))
+
 # Each item's nearest items (kind: content = embedding cosine, cooc = co-occurrence cosine).
 ITEM_NEIGHBORS = Table("gold", "item_neighbors", _schema(
     ("kind", STR, False), ("item_idx", LONG, False), ("rank", INT, False), ("neighbor_idx", LONG, False),
@@ -129,12 +133,16 @@ POPULAR_ITEMS = Table("gold", "popular_items", _schema(
     ("segment", STR, False), ("rank", INT, False), ("item_idx", LONG, False), ("score", DBL, False),
 ), key=("segment", "item_idx"))
 
-# Candidates per user, merged over sources by reciprocal-rank fusion; `source` is the
-# source that ranked the item best, `source_ranks` every source's rank of it.
+# Candidates per user and cut, merged over sources by reciprocal-rank fusion; `source`
+# is the source that ranked the item best, `source_ranks` and `source_scores` every
+# source's rank and score of it. cut: serve (the first stage fit on the serving history,
+# for every user) or val (fit on train only, for the users with a validation pair: what
+# the ranker learns from; see llmrec.ranker.cuts).
 CANDIDATES = Table("gold", "candidates", _schema(
-    ("user_idx", LONG, False), ("item_idx", LONG, False), ("score", DBL, False), ("source", STR, False),
-    ("source_ranks", MapType(STR, INT), False),
-), key=("user_idx", "item_idx"))
+    ("cut", STR, False), ("user_idx", LONG, False), ("item_idx", LONG, False), ("score", DBL, False),
+    ("source", STR, False), ("source_ranks", MapType(STR, INT), False),
+    ("source_scores", MapType(STR, DBL), False),
+), partition_by=("cut",), key=("cut", "user_idx", "item_idx"))
 
 # Explanations (the explain job): the history items most similar to the recommended
 # one, and the words that drove the cross-encoder's score (side: user or item text).
@@ -154,10 +162,12 @@ RECOMMENDATIONS = Table("gold", "recommendations", _schema(
 ), key=("user_idx", "rank"))
 
 # One evaluation run's metrics, a partition per run (a rerun of the run replaces it).
+# slice: overall, or the users and relevant items of a slice (cold_items, cold_users,
+# tail_items; llmrec.evaluate.slices); `users` is how many users the value averages over.
 EVAL_METRICS = Table("gold", "eval_metrics", _schema(
-    ("run", STR, False), ("model", STR, False), ("metric", STR, False), ("k", INT, True), ("value", DBL, True),
-    ("users", LONG, False), ("created_at", TS, False),
-), partition_by=("run",), key=("run", "model", "metric", "k"))
+    ("run", STR, False), ("slice", STR, False), ("model", STR, False), ("metric", STR, False), ("k", INT, True),
+    ("value", DBL, True), ("users", LONG, False), ("created_at", TS, False),
+), partition_by=("run",), key=("run", "slice", "model", "metric", "k"))
 
 # Batch search results; one partition per batch of queries, replaced when it is rerun.
 SEARCH_RESULTS = Table("gold", "search_results", _schema(
@@ -183,7 +193,7 @@ STAGE_RUNS = Table("meta", "stage_runs", _schema(
 
 ALL = (BRONZE_EVENTS, BRONZE_ITEMS, BRONZE_REVIEWS, QUARANTINE, SILVER_EVENTS, SILVER_ITEMS,
        SILVER_REVIEWS, USER_INDEX, ITEM_INDEX, INTERACTIONS, EXAMPLES, ITEM_EMBEDDINGS,
-       USER_EMBEDDINGS, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS, EVAL_METRICS,
+       USER_EMBEDDINGS, USER_EMBEDDINGS_VAL, ITEM_NEIGHBORS, POPULAR_ITEMS, CANDIDATES, RECOMMENDATIONS, EVAL_METRICS,
        SEARCH_RESULTS, LEDGER, STAGE_RUNS)
 BRONZE = {"events": BRONZE_EVENTS, "items": BRONZE_ITEMS, "reviews": BRONZE_REVIEWS}
 SILVER = {"events": SILVER_EVENTS, "items": SILVER_ITEMS, "reviews": SILVER_REVIEWS}

@@ -75,6 +75,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
         raise ValueError(f"the shards were tokenized with another vocabulary "
                          f"({manifest['tokenizer']['name']}): rerun tokenize for model "
                          f"{cfg.model.name_or_path}")
+    if manifest.get("group_size", 1) != cfg.group_size:
+        raise ValueError(f"train.loss is {cfg.train.loss} but the shards hold groups of "
+                         f"{manifest.get('group_size', 1)} rows: rerun tokenize")
     for split in ("train", "val"):
         if not manifest["splits"].get(split, {}).get("rows"):
             raise ValueError(f"the shards have no {split} rows: nothing to train or validate on")

@@ -87,6 +87,7 @@ class Trainer:
     def __init__(self, d: dist_mod.Dist, cfg, spec: dict):
         self.d, self.cfg, self.spec, self.t = d, cfg, spec, cfg.train
         self.out = spec["output_dir"]
+        self.group_size = int(spec["manifest"].get("group_size", 1))  # rows a loss term spans
         self.is_main = d.rank == 0
         self.device = torch.device("cuda", d.local_rank) if spec["use_gpu"] else torch.device("cpu")
         if not spec["use_gpu"]:
@@ -202,8 +203,8 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         if self.is_main:
             log.info("train: %s, %d process(es), %s, %d steps/epoch of %d x %d rows, lr %.2e, "
-                     "%d warmup of %d updates", d.name, d.size, self.device, steps, d.size,
-                     t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total)
+                     "%d warmup of %d updates, %s loss", d.name, d.size, self.device, steps, d.size,
+                     t.batch_size, t.lr * (d.size if t.scale_lr else 1), warmup, total, t.loss)
         return model, optimizer, scheduler, train_reader, steps
 
     def _restore(self, model, optimizer, scheduler) -> "RunState":
@@ -253,7 +254,7 @@ class Trainer:
                 rate = (step + 1) * t.batch_size * d.size / (time.perf_counter() - t0)
                 eta = (steps - step - 1) * t.batch_size * d.size / rate
                 log.info("train: epoch %d/%d step %d/%d loss %.4f lr %.2e %.1f samples/s ETA %s",
-                         epoch + 1, t.epochs, step + 1, steps, sums[0] / max(1, sums[1]),
+                         epoch + 1, t.epochs, step + 1, steps, sums[0] / max(1, sums[1] / self.group_size),
                          scheduler.get_last_lr()[0], rate, fmt_duration(eta))
         for _ in batches:  # drains the reader so it checks its row count
             pass
@@ -266,8 +267,17 @@ class Trainer:
         return loss_sum, int(rows), seconds
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-row binary cross-entropy of the relevance logits."""
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        """pointwise: binary cross-entropy per row; listwise: per group of a positive and
+        its negatives (consecutive rows, positive first), the softmax cross-entropy of the
+        positive among them. A batch that does not hold whole groups is an error."""
+        g = self.group_size
+        if g == 1:
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        groups = y.view(-1, g) if len(y) % g == 0 else None
+        if groups is None or not bool((groups[:, 0] == 1).all() and (groups[:, 1:] == 0).all()):
+            raise ShardError(f"a batch of {len(y)} rows does not hold whole groups of one positive and "
+                             f"{g - 1} negatives: the listwise shards are broken (rerun tokenize)")
+        return -torch.log_softmax(logits.view(-1, g), dim=1)[:, 0]
 
     def _end_epoch(self, model, optimizer, scheduler, run: "RunState", epoch: int, loss_sum: float,
                    rows: int, seconds: float) -> None:
@@ -275,7 +285,7 @@ class Trainer:
         train.min_delta) and, on rank 0, logs and writes the checkpoint."""
         t = self.t
         val = self.evaluate(model, "val")
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / rows, "val_loss": val["loss"],
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / (rows / self.group_size), "val_loss": val["loss"],
                   "val_auc": val["auc"], "train_rows": rows, "seconds": seconds,
                   "samples_per_s": rows / seconds, "lr": scheduler.get_last_lr()[0]}
         run.history.append(record)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# A "Loading weights" bar per model load, per process and Python worker, says nothing a
+# user can act on (it filled the demo's log).
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from llmrec.conf import ModelConf  # noqa: E402
 

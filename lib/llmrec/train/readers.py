@@ -8,6 +8,10 @@ petastorm thread pool was seen returning 0 rows for a shard without an error).
 
   petastorm  make_batch_reader (cur_shard/shard_count; the dummy pool, see above)
   pyarrow    plain pyarrow.parquet, for stacks where petastorm can't run (pyarrow >= 15)
+
+Listwise shards (manifest group_size G > 1) hold each target's group as G consecutive
+rows, its positive first, in row groups of whole groups: the shuffle moves whole groups,
+and with a batch size that is a multiple of G every batch holds whole groups.
 """
 from __future__ import annotations
 
@@ -84,6 +88,7 @@ class ShardReader:
         self.base, self.manifest, self.split = storage.absolute(base), manifest, split
         self.rank, self.size, self.batch_size = rank, size, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.group_size = int(manifest.get("group_size", 1))
         self.all_groups = row_groups(manifest, split)
         self.groups = self.all_groups[rank::size]
         self.expected = sum(n for _, _, n in self.groups)
@@ -101,8 +106,13 @@ class ShardReader:
 
     def _shuffled(self, chunks: Iterator[dict]) -> Iterator[dict]:
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        g = self.group_size
         for chunk in chunks:
-            order = rng.permutation(len(chunk["label"]))
+            n = len(chunk["label"])
+            if n % g:
+                raise ShardError(f"a row group of {n} rows does not hold whole groups of {g}")
+            # whole groups move; rows keep their order within a group
+            order = (rng.permutation(n // g)[:, None] * g + np.arange(g)).reshape(-1)
             yield {k: v[order] for k, v in chunk.items()}
 
     def __iter__(self) -> Iterator[dict]:
