@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     ap.add_argument("--batch-sizes", default="16,64,256")
     ap.add_argument("--arrow-rows", default="64,1024")
+    ap.add_argument("--out", help="where the JSON goes (default bench/results/infer_udf[_gpu].json)")
     args = ap.parse_args()
 
     import torch
@@ -126,7 +127,7 @@ def main() -> None:
               "machine": (torch.cuda.get_device_name(0) if gpu else
                           f"{platform.processor() or platform.machine()}, {cores} cores"),
               "measured": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / f"infer_udf{'_gpu' if gpu else ''}.json"
+    out = Path(args.out or ROOT / "bench" / "results" / f"infer_udf{'_gpu' if gpu else ''}.json")
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
     spark.stop()

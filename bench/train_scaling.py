@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def plain_loop(cfg, base: str, manifest: dict) -> float:
-    """samples/s of the simplest PyTorch loop: same model, batch, optimizer, 1 thread."""
+def plain_loop(cfg, base: str, manifest: dict, gpu: bool = False) -> float:
+    """samples/s of the simplest PyTorch loop: same model, batch, optimizer, 1 thread (on
+    GPU: bf16 autocast, as the train loop runs there)."""
     import torch
 
     from llmrec.train.model import build_model
@@ -38,20 +39,25 @@ def plain_loop(cfg, base: str, manifest: dict) -> float:
 
     torch.set_num_threads(1)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, cfg.tokenize.max_length).train()
+    device = torch.device("cuda" if gpu else "cpu")
+    model = build_model(cfg.model, cfg.tokenize.max_length).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     reader = open_reader("pyarrow", base, manifest, "train", batch_size=cfg.train.batch_size, shuffle=True)
     rows, t0 = 0, time.perf_counter()
     for b in reader:
-        out = model(**{k: torch.as_tensor(b[k], dtype=torch.long)
-                       for k in ("input_ids", "attention_mask", "token_type_ids")})
-        loss = loss_fn(out.logits.squeeze(-1), torch.as_tensor(b["label"], dtype=torch.float32))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+            out = model(**{k: torch.as_tensor(b[k], dtype=torch.long, device=device)
+                           for k in ("input_ids", "attention_mask", "token_type_ids")})
+        loss = loss_fn(out.logits.squeeze(-1).float(),
+                       torch.as_tensor(b["label"], dtype=torch.float32, device=device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         rows += len(b["label"])
+    if gpu:
+        torch.cuda.synchronize()
     return rows / (time.perf_counter() - t0)
 
 

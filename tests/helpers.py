@@ -10,12 +10,20 @@ from llmrec import conf as conf_mod
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Settings every test runs with, in process or through submit.sh: each user's last items
+# held out (leave_last: what the hand-made histories are written for) and the plain
+# cross-encoder recipe (popularity negatives, pointwise, no review text), which needs no
+# candidates before examples; the tests of the other samplers, the listwise loss and
+# review text set them themselves.
+PINNED = ("interactions.split.method=leave_last", "examples.negatives=popularity", "train.loss=pointwise",
+          "examples.item_reviews=false", "examples.user_reviews=false")
+
+
 def make_config(root: Path, *overrides: str) -> conf_mod.Config:
-    """Config for tests: local[2], tables under `root`, each user's last items held out
-    (leave_last: what the tests' hand-made histories are written for)."""
+    """Config for tests: local[2], tables under `root`, PINNED."""
     return conf_mod.load(ROOT / "conf" / "local.yaml", [
-        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g",
-        "interactions.split.method=leave_last", f"storage.root={root}", *overrides])
+        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g", *PINNED,
+        f"storage.root={root}", *overrides])
 
 
 def write_silver(spark, cfg, events, reviews, items, day):

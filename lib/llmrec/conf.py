@@ -389,9 +389,9 @@ class RankerConf(Section):
     tune: bool = True
     # Random fusion-weight vectors tried (each weight in {0, 0.3, 1, 2}) besides the configured one.
     fusion_trials: int = at_least_zero(24)
-    # New-item slots (0, 1 or 2 of the k places) are the fewest whose validation recall of
-    # cold pairs (items new as of the cut) reaches this share of the overall recall; 0:
-    # chosen by nDCG alone.
+    # New-item slots (0, 1 or 2 of the k places): among the counts whose validation recall
+    # of cold pairs (items new as of the cut) reaches the profile source's and, with 95%
+    # confidence, this share of the overall recall, the best by nDCG; 0: by nDCG alone.
     cold_item_floor: float = at_least_zero(0.5)
     # Where the model and its ranker.json go: under storage.root unless absolute.
     output_dir: str = "models/ranker"

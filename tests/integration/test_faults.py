@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from helpers import ROOT, SHOP, fresh, make_config, tiny
+from helpers import PINNED, ROOT, SHOP, fresh, make_config, tiny
 from llmrec import cli, tables
 from llmrec.tables.schemas import (
     BRONZE, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, SILVER, USER_EMBEDDINGS, USER_INDEX,
@@ -25,7 +25,7 @@ from standalone import Cluster, submit_cmd
 
 
 def sets(cfg_root, *extra):
-    return [x for s in (*SHOP, *extra, f"storage.root={cfg_root}") for x in ("--set", s)]
+    return [x for s in (*PINNED, *SHOP, *extra, f"storage.root={cfg_root}") for x in ("--set", s)]
 
 
 class Running:

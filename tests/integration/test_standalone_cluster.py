@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from pyspark.sql import functions as F
 
-from helpers import ROOT, make_config
+from helpers import PINNED, ROOT, make_config
 from standalone import Cluster, submit
 from llmrec import tables
 from llmrec.tables.schemas import (
@@ -40,7 +40,7 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
               "recommend.k=5", "recommend.rerank_top=10", "recommend.user_sample=1.0",
               "candidates.als.iterations=3", "ranker.n_estimators=20", "ranker.pool=20", "ranker.pool_depths=10,20",
               "ranker.fusion_trials=2"]
-    sets = [x for s in SHOP + models + [f"storage.root={root}"] for x in ("--set", s)]
+    sets = [x for s in (*PINNED, *SHOP, *models, f"storage.root={root}") for x in ("--set", s)]
     data = submit("pipeline", "--stages", "generate,ingest,clean,interactions,examples,tokenize", *sets,
                   master=url)
     assert data.returncode == 0, f"pipeline failed:\n{data.output[-3000:]}"

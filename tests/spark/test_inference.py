@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from helpers import ROOT, SHOP, fresh, make_config, tiny
+from helpers import PINNED, ROOT, SHOP, fresh, make_config, tiny
 from llmrec import stages, tables
 from llmrec.ranker import cuts
 from llmrec.infer import backfill, candidates, engine, rank, search
@@ -161,7 +161,7 @@ def test_backfill_incremental_and_idempotent(spark, shop, tiny_dir, tmp_path):
 
 def test_backfill_resumes_after_kill(spark, shop, tiny_dir, tmp_path):
     cfg = fresh(shop, tmp_path, *tiny(tiny_dir), "embed.chunk_rows=5")
-    sets = [x for s in (*SHOP, *tiny(tiny_dir), "embed.chunk_rows=5", f"storage.root={cfg.storage.root}",
+    sets = [x for s in (*PINNED, *SHOP, *tiny(tiny_dir), "embed.chunk_rows=5", f"storage.root={cfg.storage.root}",
                         "spark.master=local[2]") for x in ("--set", s)]
     proc = subprocess.Popen([str(ROOT / "submit.sh"), "embed", *sets], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -183,6 +183,14 @@ def test_new_item_slots_hold_cold_items_to_a_floor(spark, small):
     assert choose.new_item_slots(frame, truth, cold, how, free)[0] == 0
 
 
+def test_a_cold_floor_met_by_a_hair_on_few_users_does_not_count():
+    # 16 of 70 cold users found (0.229) against a floor of 0.205: met, but not with confidence
+    assert choose.lower_bound(16 / 70, 70) < 0.205 < 16 / 70
+    assert choose.lower_bound(41 / 70, 70) > 0.45  # 41 of 70 clears it
+    assert choose.lower_bound(0.5, 100_000) == pytest.approx(0.5, abs=0.003)  # many users: the share itself
+    assert choose.lower_bound(0.0, 5) == 0.0
+
+
 @pytest.fixture(scope="module")
 def learned(spark, served, tiny_dir, tmp_path_factory):
     """The served shop with a fitted ranker (the validation cut's candidates, tiny models)."""

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, make_config
+from helpers import PINNED, ROOT, make_config
 from llmrec import tables
 from llmrec.features import tokens
 from llmrec.tables.schemas import EXAMPLES
@@ -243,7 +243,7 @@ def test_killed_run_resumes_from_its_checkpoint(spark, root, tmp_path):
     cfg = make_config(root, *settings)
     marker = f"resume-{os.getpid()}-{time.time()}"
     args = [str(ROOT / "submit.sh"), "train", "--conf", str(ROOT / "conf" / "local.yaml")]
-    for s in ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g",
+    for s in ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g", *PINNED,
               f"storage.root={root}", *settings]:
         args += ["--set", s]
     env = dict(os.environ, LLMREC_TEST_RUN=marker, OMP_NUM_THREADS="1")

@@ -100,4 +100,4 @@ def test_second_stage_settings_are_checked(overrides, message):
     with pytest.raises(conf.ConfigError, match=re.escape(message)):
         conf.load(ROOT / "conf/local.yaml", overrides)
     ok = conf.load(ROOT / "conf/local.yaml", ["train.loss=listwise", "examples.neg_ratio=3"])
-    assert ok.group_size == 4 and conf.load(ROOT / "conf/local.yaml").group_size == 1
+    assert ok.group_size == 4 and conf.load(ROOT / "conf/local.yaml", ["train.loss=pointwise"]).group_size == 1

@@ -13,10 +13,11 @@ An ordering gives each candidate a `final` score (higher first; ties: the smalle
 
 `choose` scores each on the held-out validation users by nDCG@recommend.k (the same
 metric code as evaluation), picks the best depth and blend, then the winner, and last
-how many of the k places go to new items (0, 1 or 2): the fewest whose recall@k of the
-cold validation pairs (items no one had in the validation cut's history) reaches both
-ranker.cold_item_floor x the overall recall@k and the text-only profile source's own
-cold recall, so new items are not second-class, and among those the best by nDCG.
+how many of the k places go to new items (0, 1 or 2): among the counts whose recall@k of the
+cold validation pairs (items no one had in the validation cut's history) reaches the
+text-only profile source's own cold recall and, at the lower end of its 95% interval,
+ranker.cold_item_floor x the overall recall@k, so new items are not second-class; among
+those, the best by nDCG.
 Nothing here reads the test split.
 """
 from __future__ import annotations
@@ -122,7 +123,8 @@ def new_item_slots(frame: DataFrame, truth: DataFrame, cold: DataFrame, how: dic
     """The new-item slots for an ordering (see the module doc), each count's figures, and
     the profile source's cold recall (the text-only bar)."""
     k = cfg.recommend.k
-    floor = cfg.ranker.cold_item_floor if cold.limit(1).count() else 0.0  # no cold pair: nothing to hold to
+    cold_users = cold.select("user_idx").distinct().count()
+    floor = cfg.ranker.cold_item_floor if cold_users else 0.0  # no cold pair: nothing to hold to
     text_only = {"kind": "source", "source": "profile"}
     lists = _lists(frame, [how, text_only], k, SLOTS).cache()
     name = {n: label(how) + (f"+{n}" if n else "") for n in SLOTS}
@@ -132,9 +134,19 @@ def new_item_slots(frame: DataFrame, truth: DataFrame, cold: DataFrame, how: dic
     profile = cold_rec.get(label(text_only), 0.0) if cfg.candidates.weights.get("profile", 0) > 0 else 0.0
     figures = {n: {"ndcg": nd[name[n]], "recall": rec[name[n]], "cold_recall": cold_rec.get(name[n])}
                for n in SLOTS}
-    fair = [n for n in SLOTS if not floor or figures[n]["cold_recall"] >= max(floor * figures[n]["recall"], profile)]
+    fair = [n for n in SLOTS if not floor or (
+        figures[n]["cold_recall"] >= profile
+        and lower_bound(figures[n]["cold_recall"], cold_users) >= floor * figures[n]["recall"])]
     best = max(fair or [max(SLOTS)], key=lambda n: (figures[n]["ndcg"] if fair else 0.0, -n))
     return best, figures, profile
+
+
+def lower_bound(share: float, n: int, z: float = 1.645) -> float:
+    """The Wilson score interval's lower end (one-sided 95%) for a share seen on n users:
+    cold validation pairs are few (dozens on the demo), so the floor must hold with
+    confidence, not by a hair (a count that meets it by one user often misses on test)."""
+    centre, spread = share + z * z / (2 * n), z * (share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5
+    return (centre - spread) / (1 + z * z / n)
 
 
 def choose(spark: SparkSession, cfg: Config, fit: DataFrame, holdout: DataFrame, truth_fit: DataFrame,
