@@ -34,6 +34,7 @@ from llmrec.ranker import choose, cuts, features, saved
 from llmrec.stamps import fingerprint, utc_now
 from llmrec.tables.schemas import CANDIDATES
 
+
 def _role(cfg: Config) -> F.Column:
     """holdout, early_stop or fit, by a seeded hash of the user (another seed than the
     user sample's, whose users all hash below its fraction)."""
@@ -72,7 +73,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
         .withColumn("role", _role(cfg))
     # Written once and read back: the feature plan is large, and fit, choice and
     # importance all read the rows.
-    staging = os.path.join(saved.output_dir(cfg) + ".staging")
+    staging = saved.output_dir(cfg) + ".staging"
     frame.write.mode("overwrite").parquet(staging)
     frame = spark.read.parquet(staging).cache()
     counts = {r["role"]: (r["users"], r["rows"], r["positives"]) for r in frame.groupBy("role").agg(
@@ -108,7 +109,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     summary = {
         "format": saved.FORMAT, "with_ce": ce is not None, "created_at": utc_now().isoformat() + "Z",
         "features": names, "attribute_keys": keys,
-        "xgboost": xgboost.__version__, "params": {k: v for k, v in vars(conf).items()},
+        "xgboost": xgboost.__version__, "params": dict(vars(conf)),
         "best_iteration": int(getattr(booster, "best_iteration", -1) or -1),
         "users": {role: {"users": u, "rows": n, "relevant": p} for role, (u, n, p) in counts.items()},
         "feature_importance_gain": dict(sorted(importance.items(), key=lambda kv: -kv[1])),
