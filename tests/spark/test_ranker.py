@@ -181,6 +181,10 @@ def test_new_item_slots_hold_cold_items_to_a_floor(spark, small):
     assert n == 1
     free = make_config(small[0].storage.root, "recommend.k=1", "ranker.cold_item_floor=0")
     assert choose.new_item_slots(frame, truth, cold, how, free)[0] == 0
+    # cold pairs no slot can find (item 7 is no one's candidate): slots buy nothing, so none
+    unreachable = spark.createDataFrame([(0, 7), (4, 7)], schema)
+    n, figures, _ = choose.new_item_slots(frame, truth, unreachable, how, cfg)
+    assert n == 0 and {f["cold_recall"] for f in figures.values()} == {0.0}
 
 
 def test_a_cold_floor_met_by_a_hair_on_few_users_does_not_count():

@@ -17,7 +17,7 @@ how many of the k places go to new items (0, 1 or 2): among the counts whose rec
 cold validation pairs (items no one had in the validation cut's history) reaches the
 text-only profile source's own cold recall and, at the lower end of its 95% interval,
 ranker.cold_item_floor x the overall recall@k, so new items are not second-class; among
-those, the best by nDCG.
+those, the best by nDCG (if none does: the one finding most cold pairs, then by nDCG).
 Nothing here reads the test split.
 """
 from __future__ import annotations
@@ -137,7 +137,10 @@ def new_item_slots(frame: DataFrame, truth: DataFrame, cold: DataFrame, how: dic
     fair = [n for n in SLOTS if not floor or (
         figures[n]["cold_recall"] >= profile
         and lower_bound(figures[n]["cold_recall"], cold_users) >= floor * figures[n]["recall"])]
-    best = max(fair or [max(SLOTS)], key=lambda n: (figures[n]["ndcg"] if fair else 0.0, -n))
+    # None clears the bar: the count that finds most cold pairs, and if slots find none
+    # (new items are rarely relevant, as on MovieLens), the best by nDCG.
+    best = max(fair, key=lambda n: (figures[n]["ndcg"], -n)) if fair else \
+        max(SLOTS, key=lambda n: (figures[n]["cold_recall"] or 0.0, figures[n]["ndcg"], -n))
     return best, figures, profile
 
 
