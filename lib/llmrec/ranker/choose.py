@@ -111,7 +111,9 @@ def weight_trials(cfg: Config) -> list[dict[str, float]]:
     rng = random.Random(cfg.ranker.seed)
     sources = list(CANDIDATE_SOURCES)
     trials = [dict(cfg.candidates.weights)]
-    while len(trials) < cfg.ranker.fusion_trials + 1:
+    # the grid holds this many vectors besides all-zero and (perhaps) the configured one
+    wanted = min(cfg.ranker.fusion_trials, len(WEIGHT_LEVELS) ** len(sources) - 2)
+    while len(trials) < wanted + 1:
         w = {s: rng.choice(WEIGHT_LEVELS) for s in sources}
         if any(w.values()) and w not in trials:
             trials.append(w)
