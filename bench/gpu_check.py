@@ -56,13 +56,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from helpers import make_config
-    from test_training import example_rows
-    from train_scaling import plain_loop
+    from train_scaling import build_shards, plain_loop
 
-    from llmrec import tables
-    from llmrec.features import tokens
     from llmrec.spark import get_session
-    from llmrec.tables.schemas import EXAMPLES
     from llmrec.train import launch
 
     started = time.perf_counter()
@@ -74,10 +70,7 @@ def main() -> None:
     cfg = make_config(root, *common)
     spark = get_session(cfg)
     users = args.rows // 4
-    rows = example_rows(users, "train", 1) + example_rows(max(8, users // 16), "val", 2)
-    tables.overwrite(spark.createDataFrame(rows, EXAMPLES.schema), cfg, EXAMPLES)
-    manifest = tokens.build(spark, cfg)
-    base = os.path.dirname(tokens.manifest_path(cfg))
+    manifest, base = build_shards(spark, cfg, users, max(8, users // 16))
 
     plain = plain_loop(cfg, base, manifest, gpu=gpu)
     print(f"plain PyTorch loop: {plain:,.1f} samples/s", flush=True)
@@ -102,7 +95,7 @@ def main() -> None:
         "machine": torch.cuda.get_device_name(0) if gpu else f"{platform.processor() or platform.machine()}, "
                                                             f"{os.cpu_count()} cores",
         "train": {"model": f"bert-{args.size} (random weights)", "seq": args.seq, "batch": args.batch,
-                  "rows": len(rows), "bf16": gpu, **train},
+                  "rows": sum(s["rows"] for s in manifest["splits"].values()), "bf16": gpu, **train},
         "embed": {"model": infer["model"], "rows": infer["rows"], "plain_rows_per_s": infer["plain_rows_per_s"],
                   "udf_best": infer["best"]},
         "seconds": round(time.perf_counter() - started, 1),

@@ -61,6 +61,21 @@ def plain_loop(cfg, base: str, manifest: dict, gpu: bool = False) -> float:
     return rows / (time.perf_counter() - t0)
 
 
+def build_shards(spark, cfg, train_users: int, val_users: int) -> tuple[dict, str]:
+    """gold.examples of synthetic user/item pairs (the training tests' generator) for this
+    many train and val users, tokenized: (manifest, shard folder)."""
+    from test_training import example_rows  # tests/train is not a package: on sys.path
+
+    from llmrec import tables
+    from llmrec.features import tokens
+    from llmrec.tables.schemas import EXAMPLES
+
+    rows = example_rows(train_users, "train", 1) + example_rows(val_users, "val", 2)
+    tables.overwrite(spark.createDataFrame(rows, EXAMPLES.schema), cfg, EXAMPLES)
+    manifest = tokens.build(spark, cfg)
+    return manifest, os.path.dirname(tokens.manifest_path(cfg))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default", help="default (MiniLM-L6) or tiny")
@@ -70,12 +85,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from conftest import make_config
-    from test_training import example_rows  # tests/train is not a package: add it below
-
-    from llmrec import tables
-    from llmrec.features import tokens
     from llmrec.spark import get_session
-    from llmrec.tables.schemas import EXAMPLES
     from llmrec.train import launch
 
     root = tempfile.mkdtemp(prefix="llmrec-bench-train-")
@@ -86,10 +96,7 @@ def main() -> None:
     cfg = make_config(root, *common)
     spark = get_session(cfg)
     users = args.rows // 4
-    rows = example_rows(users, "train", 1) + example_rows(max(8, users // 4), "val", 2)
-    tables.overwrite(spark.createDataFrame(rows, EXAMPLES.schema), cfg, EXAMPLES)
-    manifest = tokens.build(spark, cfg)
-    base = os.path.dirname(tokens.manifest_path(cfg))
+    manifest, base = build_shards(spark, cfg, users, max(8, users // 4))
 
     plain = plain_loop(cfg, base, manifest)
     print(f"plain PyTorch loop, 1 process: {plain:.1f} samples/s", flush=True)
@@ -109,7 +116,8 @@ def main() -> None:
         one, two = (results["runs"][f"{backend}-{n}"]["samples_per_s"] for n in (1, 2))
         results["runs"][f"{backend}-scaling_efficiency"] = two / (2 * one)
         print(f"{backend}: scaling efficiency rate(2)/(2*rate(1)) = {two / (2 * one):.2f}", flush=True)
-    results.update(model=args.model, rows=len(rows), seq=args.seq, batch=args.batch,
+    rows = sum(s["rows"] for s in manifest["splits"].values())
+    results.update(model=args.model, rows=rows, seq=args.seq, batch=args.batch,
                    machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                    measured=time.strftime("%Y-%m-%d"))
     out = ROOT / "bench" / "results" / f"train_scaling_{args.model}.json"
