@@ -27,6 +27,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
+import spark_profile  # noqa: E402
 
 
 class PeakRSS:
@@ -53,37 +55,78 @@ class PeakRSS:
         return self.peak
 
 
-def shop_overrides(events: int, root: str, cores: int) -> list[str]:
-    return [f"storage.root={root}", f"spark.master=local[{cores}]", "spark.driver_memory=8g",
+def shop_overrides(events: int, root: str, cores: int, heap: str) -> list[str]:
+    return [f"storage.root={root}", f"spark.master=local[{cores}]", f"spark.driver_memory={heap}",
             f"synthetic.events={events}", f"synthetic.users={max(2000, events // 50)}",
             f"synthetic.items={max(500, events // 200)}", "synthetic.days=60",
             f"synthetic.files_per_day={max(1, events // 2_000_000)}",
             f"spark.shuffle_partitions={max(8, events // 250_000)}"]
 
 
-def spark_child(events: int, root: str, cores: int, out: str) -> None:
+def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile: str | None) -> None:
     from llmrec import conf
     from llmrec.data import clean, ingest, synthetic
     from llmrec.features import interactions
-    from llmrec.progress import setup_logging
+    from llmrec.progress import setup_logging, timed
     from llmrec.spark import get_session
 
     setup_logging()
-    cfg = conf.load(ROOT / "conf/local.yaml", shop_overrides(events, root, cores))
+    cfg = conf.load(ROOT / "conf/local.yaml", shop_overrides(events, root, cores, heap))
     spark = get_session(cfg)
     times = {}
     t = time.perf_counter()
     synthetic.generate(spark, cfg)
     times["generate"] = time.perf_counter() - t
+    if profile:  # a second session, logging its events, for the three timed stages only
+        spark.stop()
+        cfg.spark.conf.update(spark_profile.profile_conf(profile))
+        spark = get_session(cfg)
     t0 = time.perf_counter()
+    windows = {}
     for name, fn in (("ingest", ingest.run), ("clean", clean.run), ("interactions", interactions.build)):
         t = time.perf_counter()
-        result = fn(spark, cfg)
+        windows[name] = [time.time() * 1000]
+        with timed(name, spark):
+            result = fn(spark, cfg)
+        windows[name].append(time.time() * 1000)
         times[name] = time.perf_counter() - t
     times["pipeline"] = time.perf_counter() - t0
     raw_events = spark.read.text(f"{cfg.raw_root}/events").count()
-    Path(out).write_text(json.dumps({"times": times, "raw_events": raw_events, "nnz": result["nnz"]}))
+    Path(out).write_text(json.dumps({"times": times, "raw_events": raw_events, "nnz": result["nnz"],
+                                     "windows": windows, "digests": digests(spark, cfg)}))
     spark.stop()
+
+
+def digests(spark, cfg) -> dict:
+    """Per table written: rows and an order-free checksum of them (weights rounded to 1e-9,
+    since a sum's last bits depend on its order), to show a change left every row as it was."""
+    from pyspark.sql import functions as F
+    from llmrec import tables
+    from llmrec.tables.schemas import BRONZE, INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER, USER_INDEX
+
+    out = {}
+    for table in (*BRONZE.values(), *SILVER.values(), QUARANTINE, USER_INDEX, ITEM_INDEX, INTERACTIONS):
+        df = tables.read(spark, cfg, table)
+        types = dict(df.dtypes)
+        cols = [F.round(c, 9) if c == "weight" else  # maps hash by entry order: sort them first
+                F.array_sort(F.map_entries(c)) if types[c].startswith("map") else F.col(c) for c in df.columns]
+        rows, checksum = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")) \
+            .agg(F.count("*"), F.sum("h")).first()
+        out[table.qualified] = [rows, str(checksum)]
+    return out
+
+
+def write_profile(folder: str, root: str, windows: dict) -> dict:
+    """Spark jobs per step and Delta commits per stage (see spark_profile.py)."""
+    steps = spark_profile.by_step(folder)
+    per_stage = {}
+    for stage, (t0, t1) in windows.items():
+        made = spark_profile.commits(root, t0, t1)
+        per_stage[stage] = {"commits": len(made), "files_added": sum(c["files_added"] for c in made),
+                            "by_table": sorted({c["table"] for c in made})}
+    print(spark_profile.table(steps), flush=True)
+    print(json.dumps(per_stage, indent=1), flush=True)
+    return {"steps": steps, "delta_commits": per_stage}
 
 
 def pandas_child(root: str, out: str, weights: dict) -> None:
@@ -165,9 +208,13 @@ def main():
     parser.add_argument("--events", type=int, action="append")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--pandas-mem-gb", type=float, default=16.0)
+    # Spark streams the data through tasks: a heap far below the input's size must do
+    parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--root", default="/tmp/llmrec-bench")
     parser.add_argument("--child", choices=["spark", "pandas"])
     parser.add_argument("--out")
+    parser.add_argument("--profile", action="store_true",
+                        help="log Spark's events and report jobs, passes, shuffles and Delta commits per step")
     args = parser.parse_args()
     from llmrec import conf
 
@@ -175,7 +222,8 @@ def main():
     weights = {"events": cfg.interactions.event_weights, "reviews": cfg.interactions.review_weights,
                "half_life": cfg.interactions.half_life_days}
     if args.child == "spark":
-        return spark_child(args.events[0], args.root, args.cores, args.out)
+        return spark_child(args.events[0], args.root, args.cores, args.driver_memory, args.out,
+                           f"{args.root}/eventlog" if args.profile else None)
     if args.child == "pandas":
         return pandas_child(args.root, args.out, weights)
 
@@ -185,13 +233,17 @@ def main():
     for events in args.events or [1_000_000]:
         root = f"{args.root}/{events}"
         subprocess.run(["rm", "-rf", root], check=True)
+        load = [round(x, 2) for x in os.getloadavg()]
         spark, spark_peak, err = run_child(["--child", "spark", "--events", str(events), "--root", root,
-                                            "--cores", str(args.cores)])
+                                            "--cores", str(args.cores), "--driver-memory", args.driver_memory,
+                                            *(["--profile"] if args.profile else [])])
         if spark is None:
             raise SystemExit(f"spark run failed: {err}")
         pdres, pd_peak, pd_err = run_child(["--child", "pandas", "--root", root], args.pandas_mem_gb)
         t = spark["times"]
         row = {"events_target": events, "raw_events": spark["raw_events"], "spark_times_s": t,
+               "spark_driver_memory": args.driver_memory, "load_avg_before": load,
+               "table_digests": spark["digests"],
                "spark_events_per_s": spark["raw_events"] / t["pipeline"],
                "spark_peak_rss_gb": round(spark_peak / 2**30, 2), "nnz": spark["nnz"]}
         if pdres:
@@ -201,8 +253,10 @@ def main():
         else:
             row.update({"pandas_failed": f"{pd_err} (memory cap {args.pandas_mem_gb} GB)",
                         "pandas_peak_rss_gb": round(pd_peak / 2**30, 2)})
+        if args.profile:
+            row["profile"] = write_profile(f"{root}/eventlog", root, spark["windows"])
         results.append(row)
-        print(json.dumps(row, indent=2), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "profile"}, indent=2), flush=True)
     out = ROOT / "bench" / "results" / "ingest_pipeline.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))

@@ -33,7 +33,7 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from conftest import make_config
+    from helpers import make_config
     from llmrec import tables
     from llmrec.features import tokens
     from llmrec.spark import get_session
@@ -53,6 +53,7 @@ def main() -> None:
     rows = tables.read(spark, cfg, EXAMPLES).count()
     print(f"{rows:,} rows ({n:,} distinct pairs from {args.data}, repeated)", flush=True)
 
+    load = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     manifest = tokens.build(spark, cfg, force=True)
     spark_s = time.perf_counter() - t0
@@ -78,6 +79,7 @@ def main() -> None:
               "ratio_spark_over_driver": driver_s / spark_s,
               "spark_task_seconds": manifest["stats"]["task_seconds"],
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "load_avg_before": load,
               "measured": time.strftime("%Y-%m-%d")}
     print(f"Spark local[2] tokenize+write: {spark_s:.1f} s, {n_tokens / spark_s:,.0f} tokens/s")
     print(f"driver, one process, encode only: {driver_s:.1f} s, {n_tokens / driver_s:,.0f} tokens/s")

@@ -56,16 +56,35 @@ def timed(name: str, spark=None):
     st = Step(name)
     log.info("stage %s: started", name)
     beat = _Heartbeat(spark, name) if spark is not None else None
+    outer = _tag_jobs(spark, name)
     try:
         yield st
     finally:
         if beat:
             beat.stop()
+        _tag_jobs(spark, outer)
     st.seconds = time.monotonic() - st.started
     counts = " ".join(f"{k}={v:,}" for k, v in st.counts.items())
     rate = next((st.counts[k] for k in RATE_OF if k in st.counts), None)
     rate_txt = f" ({rate / st.seconds:,.0f} rows/s)" if rate and st.seconds > 0 else ""
     log.info("stage %s: done in %s %s%s", name, fmt_duration(st.seconds), counts, rate_txt)
+
+
+STEP_PROPERTY = "llmrec.step"  # on every Spark job a step starts: bench/spark_profile.py groups by it
+
+
+def _tag_jobs(spark, name: str | None) -> str | None:
+    """Tags the Spark jobs this thread starts from now with the step's name; returns the
+    previous tag (nested steps restore it)."""
+    if spark is None:
+        return None
+    try:
+        sc = spark.sparkContext
+        outer = sc.getLocalProperty(STEP_PROPERTY)
+        sc.setLocalProperty(STEP_PROPERTY, name)
+        return outer
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext; the tag is only for profiles
+        return None
 
 
 class _Heartbeat:

@@ -32,7 +32,7 @@ def cluster(tmp_path_factory):
         cl.stop()
 
 
-@pytest.mark.timeout(1800)  # three applications on a 2-core machine
+@pytest.mark.timeout(1800)  # two applications on a 2-core machine
 def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_dir):
     url, ui = cluster
     root = tmp_path / "root"
@@ -41,22 +41,20 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
               "candidates.als.iterations=3", "ranker.n_estimators=20", "ranker.pool=20", "ranker.pool_depths=10,20",
               "ranker.fusion_trials=2"]
     sets = [x for s in (*PINNED, *SHOP, *models, f"storage.root={root}") for x in ("--set", s)]
-    data = submit("pipeline", "--stages", "generate,ingest,clean,interactions,examples,tokenize", *sets,
-                  master=url)
-    assert data.returncode == 0, f"pipeline failed:\n{data.output[-3000:]}"
-    assert "stage tokenize: done" in data.output and "stage train" not in data.output
-    # the driver got spark.driver_memory (4g), which only the command line can give it
-    heap = float(re.search(r"job pipeline on spark://\S+, driver heap ([\d.]+) GiB", data.output)[1])
-    assert 3.0 < heap <= 4.0, heap
     evaluate = ["--set", "evaluate.ks=1,5", "--set", f"evaluate.reports_dir={tmp_path / 'reports'}",
                 "--set", "evaluate.run=cluster", "--set", "evaluate.models=popular,item_item,fused,hybrid"]
-    # the inference stages in one application (each submit costs a JVM and an app start),
-    # then one user's explanations printed
-    # the ranker: SparkXGBRanker's barrier-mode training on the cluster's two task slots
-    served = submit("pipeline", "--stages", "embed,candidates,ranker,recommend,search,explain,evaluate",
-                    *sets, *evaluate, master=url)
-    assert served.returncode == 0, f"inference pipeline failed:\n{served.output[-3000:]}"
+    # Every stage but train in one application (each submit costs a JVM and an app start):
+    # tokenize and the inference UDFs on the executors, the ranker as SparkXGBRanker's
+    # barrier-mode training on the cluster's two task slots; then one user's explanations.
+    stages = "generate,ingest,clean,interactions,examples,tokenize,embed,candidates,ranker,recommend,search," \
+        "explain,evaluate"
+    served = submit("pipeline", "--stages", stages, *sets, *evaluate, master=url, timeout=1500)
+    assert served.returncode == 0, f"pipeline failed:\n{served.output[-3000:]}"
+    assert "stage tokenize: done" in served.output and "stage train" not in served.output
     assert "job pipeline finished" in served.output and "ranker: serving" in served.output
+    # the driver got spark.driver_memory (4g), which only the command line can give it
+    heap = float(re.search(r"job pipeline on spark://\S+, driver heap ([\d.]+) GiB", served.output)[1])
+    assert 3.0 < heap <= 4.0, heap
     one = submit("explain", "--user", "U0000001", *sets, master=url)
     assert one.returncode == 0, f"explain --user failed:\n{one.output[-3000:]}"
     outputs = {"explain": one.output, "evaluate": served.output}
@@ -67,7 +65,7 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     # the jobs really ran on the cluster: the master lists them as completed applications
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json", timeout=5) as resp:
         apps = json.load(resp)["completedapps"]
-    assert len(apps) >= 3
+    assert len(apps) >= 2
 
     cfg = make_config(root, *SHOP)
     events = tables.read(spark, cfg, SILVER_EVENTS)

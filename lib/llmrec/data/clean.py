@@ -124,9 +124,8 @@ def clean_batch(spark: SparkSession, cfg: Config, entity: str, days: list[dt.dat
             cfg, entity, STAGE, days)
         table = SILVER[entity]
         unique = dedup(to_silver(entity, checked.where(F.col("reason").isNull())), table.key)
-        if entity == "items":
-            tables.merge_upsert(unique, cfg, table, newer="s.dt >= t.dt")
-            rows_out = unique.count()  # inserted or updated
+        if entity == "items":  # inserted or updated
+            rows_out = tables.merge_upsert(unique, cfg, table, newer="s.dt >= t.dt")
         else:
             rows_out = tables.merge_insert_new(unique, cfg, table)
         per_day_in = tables.counts_by_day(checked)
@@ -142,9 +141,10 @@ def clean_batch(spark: SparkSession, cfg: Config, entity: str, days: list[dt.dat
 def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:
     """Cleans every bronze day that is ingested but not yet cleaned (or the given days)."""
     results = []
+    done = tables.done_dates(spark, cfg)
     for entity in ORDER:
-        ingested = sorted(tables.done_dates(spark, cfg, INGEST, entity))
-        todo = pending_days(spark, cfg, entity, ingested, days, STAGE)
+        ingested = sorted(done.get((INGEST, entity), set()))
+        todo = pending_days(ingested, days, done.get((STAGE, entity), set()))
         if not todo:
             continue
         with timed(f"clean.{entity}[{todo[0]}..{todo[-1]}]", spark) as st:

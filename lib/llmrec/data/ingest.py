@@ -45,12 +45,11 @@ def quarantine_frame(bad: DataFrame, entity: str, stage_name: str) -> DataFrame:
 
 def write_quarantine(bad: DataFrame, cfg: Config, entity: str, stage_name: str,
                      days: list[dt.date]) -> dict[tuple[dt.date, str], int]:
-    """Replaces the quarantine rows of (stage, entity, days); returns {(day, reason): rows}."""
+    """Replaces the quarantine rows of (stage, entity, days); returns {(day, reason): rows}.
+    `bad` is drawn from a cached frame: counting it is a pass over memory, not a re-read."""
     tables.overwrite_partitions(quarantine_frame(bad, entity, stage_name), cfg, QUARANTINE,
                                 stage=[stage_name], entity=[entity], dt=days)
-    rows = tables.read(bad.sparkSession, cfg, QUARANTINE) \
-        .where((F.col("stage") == stage_name) & (F.col("entity") == entity) & F.col("dt").isin(days)) \
-        .groupBy("dt", "reason").count().collect()
+    rows = bad.groupBy("dt", "reason").count().collect()
     return {(r["dt"], r["reason"]): r["count"] for r in rows}
 
 
@@ -68,24 +67,24 @@ def by_day(counts: dict[tuple[dt.date, str], int]) -> dict[dt.date, int]:
     return out
 
 
-def pending_days(spark: SparkSession, cfg: Config, entity: str, available: list[dt.date],
-                 days: list[dt.date] | None, stage_name: str) -> list[dt.date]:
+def pending_days(available: list[dt.date], days: list[dt.date] | None, done: set[dt.date]) -> list[dt.date]:
     """Days to process: those asked for that this entity has, or else those available
     and not yet done. (An entity may lack a day: no reviews were written on it.)"""
     if days:
         return sorted(set(days) & set(available))
-    done = tables.done_dates(spark, cfg, stage_name, entity)
     return [d for d in available if d not in done]
 
 
 def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
-    """Yields (entity, days, bronze rows, malformed rows, cached input or None) for each
-    entity with pending days."""
+    """Yields (entity, days, bronze rows, malformed rows, the cached frames they are drawn
+    from) for each entity with pending days. Cached, so that writing both and counting
+    them parses the input once."""
     kind = cfg.source.kind
+    done = tables.done_dates(spark, cfg)
     if kind == "synthetic":
         for entity in ENTITIES:
             available = raw.list_dates(spark, join(cfg.raw_root, entity))
-            todo = pending_days(spark, cfg, entity, available, days, STAGE)
+            todo = pending_days(available, days, done.get((STAGE, entity), set()))
             if todo:
                 yield entity, todo, *raw.read_days(spark, cfg.raw_root, entity, todo, kind)
         return
@@ -94,9 +93,10 @@ def _read_batches(spark: SparkSession, cfg: Config, days: list[dt.date] | None):
     day = dt.date.fromisoformat(cfg.source.batch_date)
     frames = None
     for entity in ENTITIES:
-        if pending_days(spark, cfg, entity, [day], days, STAGE):
+        if pending_days([day], days, done.get((STAGE, entity), set())):
             frames = frames or adapters.read_source(spark, kind, cfg.source.paths, day)
-            yield entity, [day], *frames[entity], None
+            good, bad = (f.cache() for f in frames[entity])
+            yield entity, [day], good, bad, (good, bad)
 
 
 def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:
@@ -106,7 +106,7 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
             table = BRONZE[entity]
             tables.overwrite_partitions(good, cfg, table, dt=todo)
             quarantined = write_quarantine(bad, cfg, entity, STAGE, todo)
-            per_day_out = tables.counts_by_day(tables.read(spark, cfg, table).where(F.col("dt").isin(todo)))
+            per_day_out = tables.counts_by_day(good)
             per_day_bad = by_day(quarantined)
             counts = BatchCounts(entity, todo, rows_out=sum(per_day_out.values()),
                                  reasons=by_reason(quarantined), quarantined=sum(per_day_bad.values()))
@@ -115,8 +115,8 @@ def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> 
                 d: (per_day_out.get(d, 0) + per_day_bad.get(d, 0), per_day_out.get(d, 0),
                     per_day_bad.get(d, 0)) for d in todo})
             st.count(rows_in=counts.rows_in, bronze=counts.rows_out, quarantined=counts.quarantined)
-        if cached is not None:
-            cached.unpersist()
+        for frame in cached:
+            frame.unpersist()
         results.append(counts)
     if not results:
         require_some_input(days)

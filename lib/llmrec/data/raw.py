@@ -41,9 +41,9 @@ def json_schema(entity: str) -> StructType:
 
 
 def read_days(spark: SparkSession, raw_root: str, entity: str, days: list[dt.date],
-              source: str = "synthetic") -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Returns (bronze rows, malformed rows as quarantine candidates, the cached parse
-    both are drawn from: unpersist it when they are written) for some days."""
+              source: str = "synthetic") -> tuple[DataFrame, DataFrame, tuple[DataFrame]]:
+    """Returns (bronze rows, malformed rows as quarantine candidates, (the cached parse
+    both are drawn from: unpersist it when they are written)) for some days."""
     folder = join(raw_root, entity)
     paths = [join(folder, f"dt={day.isoformat()}") for day in days]
     df = spark.read.schema(json_schema(entity)).option("basePath", folder) \
@@ -54,4 +54,4 @@ def read_days(spark: SparkSession, raw_root: str, entity: str, days: list[dt.dat
     good = df.where(F.col(CORRUPT).isNull()).drop(CORRUPT)
     bad = df.where(F.col(CORRUPT).isNotNull()).select(
         F.lit("malformed_record").alias("reason"), F.col(CORRUPT).alias("record"), "source", "dt")
-    return good, bad, df
+    return good, bad, (df,)

@@ -17,9 +17,12 @@ the new build.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -171,13 +174,15 @@ def _shard_writer(base: str, build: str, name_or_path: str, max_length: int, tru
     return write
 
 
-def examples_checksum(examples: DataFrame) -> str:
-    """Row count and XOR of row hashes: the same for the same rows in any order or version
-    (the examples job rewrites its table on every run; identical content must not
-    invalidate the shards and the model trained on them)."""
-    row = examples.agg(F.count("*").alias("n"),
-                       F.bit_xor(F.xxhash64(*examples.columns)).alias("x")).first()
-    return f"{row['n']}-{(row['x'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}"
+def examples_checksum(examples: DataFrame) -> tuple[str, dict[str, int]]:
+    """(Row count and XOR of row hashes, rows per split), in one pass. The checksum is the
+    same for the same rows in any order or version (the examples job rewrites its table on
+    every run; identical content must not invalidate the shards and the model trained on them)."""
+    per_split = examples.groupBy("split").agg(F.count("*").alias("n"),
+                                              F.bit_xor(F.xxhash64(*examples.columns)).alias("x")).collect()
+    counts = {r["split"]: r["n"] for r in per_split}
+    xor = functools.reduce(operator.xor, (r["x"] for r in per_split), 0)
+    return f"{sum(counts.values())}-{xor & 0xFFFFFFFFFFFFFFFF:016x}", counts
 
 
 def fingerprint(checksum: str, vocab_sha: str, cfg: Config) -> str:
@@ -221,7 +226,7 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
     tok = model_mod.load_tokenizer(cfg.model.name_or_path)
     vocab_sha = model_mod.vocab_hash(tok)
     examples = tables.read(spark, cfg, EXAMPLES)
-    checksum = examples_checksum(examples)
+    checksum, counts = examples_checksum(examples)
     fp = fingerprint(checksum, vocab_sha, cfg)
     base = join(storage.absolute(cfg.storage.root), "shards")
     current = read_manifest(manifest_path(cfg))
@@ -230,14 +235,18 @@ def build(spark: SparkSession, cfg: Config, force: bool = False) -> dict:
         return current
 
     build_id = f"build-{fp}"
-    counts = {r["split"]: r["count"] for r in examples.groupBy("split").count().collect()}
     writer = _shard_writer(base, build_id, cfg.model.name_or_path, conf.max_length,
                            conf.truncation, conf.row_group_rows, conf.rows_per_file)
     t0 = time.perf_counter()
-    files = []
-    for split in sorted(counts):
+
+    def write_split(split: str) -> list[dict]:
         part = _split_frame(examples, split, counts[split], conf, cfg.examples.seed, cfg.group_size > 1)
-        files += [r.asDict() for r in part.mapInPandas(writer, FILES_SCHEMA).collect()]
+        return [r.asDict() for r in part.mapInPandas(writer, FILES_SCHEMA).collect()]
+
+    # One Spark job per split, submitted together: the small val and test splits (a file
+    # or two each) run on the cores the train split leaves free instead of one after another.
+    with ThreadPoolExecutor(len(counts) or 1) as pool:
+        files = [f for split_files in pool.map(write_split, sorted(counts)) for f in split_files]
     seconds = time.perf_counter() - t0
 
     splits = {}

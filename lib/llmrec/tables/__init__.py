@@ -178,18 +178,23 @@ def last_commit_metrics(spark: SparkSession, cfg: Config, table: Table) -> dict:
     return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
 
 
-def last_commit_inserted(spark: SparkSession, cfg: Config, table: Table) -> int:
-    """Rows the table's latest commit added (a MERGE's inserts or a plain write's rows)."""
-    metrics = last_commit_metrics(spark, cfg, table)
-    return int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0)))
+def _first_write(df: DataFrame, cfg: Config, table: Table) -> bool:
+    """Creates a table that does not exist yet with df's rows, as a plain append: a first
+    load has no key to match, so a MERGE's join and second pass would be wasted. Two runs
+    creating the table at once conflict (ProtocolChanged, MetadataChanged), and the
+    loser's retry finds the table and merges. Returns whether it wrote."""
+    if exists(df.sparkSession, cfg, table):
+        return False
+    _writer(conform(df, table), table).mode("append").save(path(cfg, table))
+    return True
 
 
-def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
-    """Creates the table empty, so that even the first write is a MERGE: a plain first
-    append racing another run's would not conflict in Delta and would duplicate keys.
-    Two runs creating it at once conflict (ProtocolChanged), and the loser retries."""
-    if not exists(spark, cfg, table):
-        _writer(spark.createDataFrame([], table.schema), table).mode("append").save(path(cfg, table))
+def last_commit_changed(spark: SparkSession, cfg: Config, table: Table) -> int:
+    """Rows the table's latest commit inserted or updated (a MERGE's, or a write's rows)."""
+    m = last_commit_metrics(spark, cfg, table)
+    if "numTargetRowsInserted" in m:
+        return int(m["numTargetRowsInserted"]) + int(m.get("numTargetRowsUpdated", 0))
+    return int(m.get("numOutputRows", 0))
 
 
 @_retrying
@@ -201,35 +206,39 @@ def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") 
     """
     from delta.tables import DeltaTable
 
-    _create_if_absent(df.sparkSession, cfg, table)
-    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
-    target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
-        .whenNotMatchedInsertAll().execute()
-    return last_commit_inserted(df.sparkSession, cfg, table)
+    if not _first_write(df, cfg, table):
+        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+        target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
+            .whenNotMatchedInsertAll().execute()
+    return last_commit_changed(df.sparkSession, cfg, table)
 
 
 @_retrying
-def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> None:
-    """Inserts new keys and updates existing ones (only where ``newer`` holds, if given)."""
+def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> int:
+    """Inserts new keys and updates existing ones (only where ``newer`` holds, if given).
+    Returns the number of rows inserted or updated."""
     from delta.tables import DeltaTable
 
-    _create_if_absent(df.sparkSession, cfg, table)
-    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
-    merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
-    merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
-    merge.whenNotMatchedInsertAll().execute()
+    if not _first_write(df, cfg, table):
+        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+        merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
+        merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
+        merge.whenNotMatchedInsertAll().execute()
+    return last_commit_changed(df.sparkSession, cfg, table)
 
 
 # The ledger: which (stage, entity, dt) batches are done, for incremental runs. It is
 # append-only (a cheap blind append, no MERGE); a day redone appears twice, which is
 # harmless: readers ask whether a day is done, and the newest row has its counts.
 
-def done_dates(spark: SparkSession, cfg: Config, stage: str, entity: str) -> set[dt.date]:
+def done_dates(spark: SparkSession, cfg: Config) -> dict[tuple[str, str], set[dt.date]]:
+    """{(stage, entity): days done}, from one read of the ledger (a stage asks once, not per entity)."""
     if not exists(spark, cfg, LEDGER):
-        return set()
-    rows = read(spark, cfg, LEDGER).where((F.col("stage") == stage) & (F.col("entity") == entity)) \
-        .select("dt").distinct().collect()
-    return {r.dt for r in rows}
+        return {}
+    done: dict[tuple[str, str], set[dt.date]] = {}
+    for r in read(spark, cfg, LEDGER).select("stage", "entity", "dt").distinct().collect():
+        done.setdefault((r.stage, r.entity), set()).add(r.dt)
+    return done
 
 
 def record_done(spark: SparkSession, cfg: Config, stage: str, entity: str,
