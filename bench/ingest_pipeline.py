@@ -1,13 +1,16 @@
 """Benchmark: ingest + clean + interactions on the synthetic shop, Spark vs pandas.
 
-    .venv/bin/python bench/ingest_pipeline.py --events 1000000 [--events 10000000]
+    .venv/bin/python bench/ingest_pipeline.py --events 1000000 --events 10000000 [--profile]
 
-For each size: generates the shop (not timed in the ratio), runs the three Spark stages
-in a fresh local[N] session (its own process, so peak memory is its own), then runs a
-single-process pandas implementation of the same parsing, checks, dedup, weighting,
+For each size: generates the shop in one process (not timed in the ratio), runs the
+three Spark stages in a fresh local[N] session with a --driver-memory heap (default 2g)
+in another (peak memory sampled over its process tree while the stages run), then runs
+a single-process pandas implementation of the same parsing, checks, dedup, weighting,
 decay and aggregation on the same raw files, in a child process with a memory cap.
-Prints events/s of each and the ratio spark/pandas, plus peak RSS of each process
-tree; writes bench/results/ingest_pipeline.json.
+Prints events/s of each and the ratio spark/pandas, plus peak RSS of each; records
+each table's row count and order-free checksum (compare two runs: same rows); with
+--profile, Spark's jobs, passes, shuffles and Delta commits per step (spark_profile.py).
+Writes bench/results/ingest_pipeline.json.
 """
 from __future__ import annotations
 
@@ -63,26 +66,36 @@ def shop_overrides(events: int, root: str, cores: int, heap: str) -> list[str]:
             f"spark.shuffle_partitions={max(8, events // 250_000)}"]
 
 
-def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile: str | None) -> None:
+def generate_child(events: int, root: str, cores: int, heap: str, out: str) -> None:
     from llmrec import conf
-    from llmrec.data import clean, ingest, synthetic
+    from llmrec.data import synthetic
+    from llmrec.spark import get_session
+
+    cfg = conf.load(ROOT / "conf/local.yaml", shop_overrides(events, root, cores, heap))
+    spark = get_session(cfg)
+    t = time.perf_counter()
+    synthetic.generate(spark, cfg)
+    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - t}))
+    spark.stop()
+
+
+def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile: str | None) -> None:
+    """The three stages in a fresh JVM; peak memory is sampled over this process tree
+    while they run (not while the session starts, nor for the digests after)."""
+    from llmrec import conf
+    from llmrec.data import clean, ingest
     from llmrec.features import interactions
     from llmrec.progress import setup_logging, timed
     from llmrec.spark import get_session
 
     setup_logging()
     cfg = conf.load(ROOT / "conf/local.yaml", shop_overrides(events, root, cores, heap))
-    spark = get_session(cfg)
-    times = {}
-    t = time.perf_counter()
-    synthetic.generate(spark, cfg)
-    times["generate"] = time.perf_counter() - t
-    if profile:  # a second session, logging its events, for the three timed stages only
-        spark.stop()
+    if profile:
         cfg.spark.conf.update(spark_profile.profile_conf(profile))
-        spark = get_session(cfg)
+    spark = get_session(cfg)
+    times, windows = {}, {}
+    meter = PeakRSS(os.getpid())
     t0 = time.perf_counter()
-    windows = {}
     for name, fn in (("ingest", ingest.run), ("clean", clean.run), ("interactions", interactions.build)):
         t = time.perf_counter()
         windows[name] = [time.time() * 1000]
@@ -91,9 +104,10 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
         windows[name].append(time.time() * 1000)
         times[name] = time.perf_counter() - t
     times["pipeline"] = time.perf_counter() - t0
+    peak = meter.done()
     raw_events = spark.read.text(f"{cfg.raw_root}/events").count()
     Path(out).write_text(json.dumps({"times": times, "raw_events": raw_events, "nnz": result["nnz"],
-                                     "windows": windows, "digests": digests(spark, cfg)}))
+                                     "windows": windows, "peak_rss": peak, "digests": digests(spark, cfg)}))
     spark.stop()
 
 
@@ -211,7 +225,7 @@ def main():
     # Spark streams the data through tasks: a heap far below the input's size must do
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--root", default="/tmp/llmrec-bench")
-    parser.add_argument("--child", choices=["spark", "pandas"])
+    parser.add_argument("--child", choices=["generate", "spark", "pandas"])
     parser.add_argument("--out")
     parser.add_argument("--profile", action="store_true",
                         help="log Spark's events and report jobs, passes, shuffles and Delta commits per step")
@@ -221,6 +235,8 @@ def main():
     cfg = conf.load(ROOT / "conf/local.yaml")
     weights = {"events": cfg.interactions.event_weights, "reviews": cfg.interactions.review_weights,
                "half_life": cfg.interactions.half_life_days}
+    if args.child == "generate":
+        return generate_child(args.events[0], args.root, args.cores, args.driver_memory, args.out)
     if args.child == "spark":
         return spark_child(args.events[0], args.root, args.cores, args.driver_memory, args.out,
                            f"{args.root}/eventlog" if args.profile else None)
@@ -233,12 +249,17 @@ def main():
     for events in args.events or [1_000_000]:
         root = f"{args.root}/{events}"
         subprocess.run(["rm", "-rf", root], check=True)
-        load = [round(x, 2) for x in os.getloadavg()]
-        spark, spark_peak, err = run_child(["--child", "spark", "--events", str(events), "--root", root,
-                                            "--cores", str(args.cores), "--driver-memory", args.driver_memory,
-                                            *(["--profile"] if args.profile else [])])
+        common = ["--events", str(events), "--root", root, "--cores", str(args.cores),
+                  "--driver-memory", args.driver_memory]
+        generated, _, err = run_child(["--child", "generate", *common])
+        if generated is None:
+            raise SystemExit(f"generating the shop failed: {err}")
+        load = [round(x, 2) for x in os.getloadavg()]  # as the timed run starts (generation just ended)
+        spark, _, err = run_child(["--child", "spark", *common, *(["--profile"] if args.profile else [])])
         if spark is None:
             raise SystemExit(f"spark run failed: {err}")
+        spark_peak = spark["peak_rss"]
+        spark["times"]["generate"] = generated["seconds"]
         pdres, pd_peak, pd_err = run_child(["--child", "pandas", "--root", root], args.pandas_mem_gb)
         t = spark["times"]
         row = {"events_target": events, "raw_events": spark["raw_events"], "spark_times_s": t,
