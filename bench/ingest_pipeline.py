@@ -40,6 +40,7 @@ class PeakRSS:
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.at_peak: dict[str, int] = {}  # each process's RSS when the sum peaked
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -48,7 +49,9 @@ class PeakRSS:
         while not self.stop.wait(0.5):
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                rss = {f"{p.pid} {p.name()}": p.memory_info().rss for p in procs if p.is_running()}
+                if sum(rss.values()) > self.peak:
+                    self.peak, self.at_peak = sum(rss.values()), rss
             except psutil.Error:
                 pass
 
@@ -85,7 +88,7 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
     from llmrec import conf
     from llmrec.data import clean, ingest
     from llmrec.features import interactions
-    from llmrec.progress import setup_logging, timed
+    from llmrec.progress import log, setup_logging, timed
     from llmrec.spark import get_session
 
     setup_logging()
@@ -105,6 +108,8 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
         times[name] = time.perf_counter() - t
     times["pipeline"] = time.perf_counter() - t0
     peak = meter.done()
+    log.info("peak RSS %.2f GB: %s", peak / 2**30,
+             ", ".join(f"{name} {rss / 2**30:.2f}" for name, rss in sorted(meter.at_peak.items())))
     raw_events = spark.read.text(f"{cfg.raw_root}/events").count()
     Path(out).write_text(json.dumps({"times": times, "raw_events": raw_events, "nnz": result["nnz"],
                                      "windows": windows, "peak_rss": peak, "digests": digests(spark, cfg)}))

@@ -50,13 +50,18 @@ def user_texts(spark: SparkSession, cfg: Config, cut: cuts.Cut | None = None) ->
     return texts.join(users, "user_idx").select("user_idx", "user_id", F.col("user_text").alias("text"))
 
 
-def _todo(texts: DataFrame, current: DataFrame, key: str, model: str) -> DataFrame:
-    """Rows whose text or model differs from what the table holds (or that it lacks)."""
+def _marked(texts: DataFrame, current: DataFrame, key: str, model: str) -> DataFrame:
+    """texts + text_hash + `_todo`: whether the row's text or model differs from what the
+    table holds (or the table lacks it)."""
     hashed = texts.withColumn("text_hash", F.sha2("text", 256))
     done = current.select(key, F.col("text_hash").alias("_h"), F.col("model").alias("_m"))
-    return hashed.join(done, key, "left") \
-        .where(F.col("_h").isNull() | (F.col("_h") != F.col("text_hash")) | (F.col("_m") != model)) \
-        .drop("_h", "_m")
+    todo = F.col("_h").isNull() | (F.col("_h") != F.col("text_hash")) | (F.col("_m") != model)
+    return hashed.join(done, key, "left").withColumn("_todo", todo).drop("_h", "_m")
+
+
+def _todo(texts: DataFrame, current: DataFrame, key: str, model: str) -> DataFrame:
+    """Rows whose text or model differs from what the table holds (or that it lacks)."""
+    return _marked(texts, current, key, model).where("_todo").drop("_todo")
 
 
 def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
@@ -67,8 +72,8 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
     model = engine.model_id(ref)
     engine.arrow_batch(spark, cfg)
     current = tables.read_or_empty(spark, cfg, table)
-    todo_n = _todo(texts, current, key, model).count()
-    total = texts.count()
+    # both counts from one pass: the texts (users' histories, joins) are costly to derive
+    total, todo_n = _marked(texts, current, key, model).agg(F.count("*"), F.count_if("_todo")).first()
     summary = {"table": table.qualified, "rows": total, "up_to_date": total - todo_n,
                "embedded": 0, "chunks": 0, "model": model}
     if todo_n == 0:

@@ -178,15 +178,14 @@ def last_commit_metrics(spark: SparkSession, cfg: Config, table: Table) -> dict:
     return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
 
 
-def _first_write(df: DataFrame, cfg: Config, table: Table) -> bool:
-    """Creates a table that does not exist yet with df's rows, as a plain append: a first
-    load has no key to match, so a MERGE's join and second pass would be wasted. Two runs
-    creating the table at once conflict (ProtocolChanged, MetadataChanged), and the
-    loser's retry finds the table and merges. Returns whether it wrote."""
-    if exists(df.sparkSession, cfg, table):
-        return False
-    _writer(conform(df, table), table).mode("append").save(path(cfg, table))
-    return True
+def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
+    """Creates the table empty, so that even the first write is a MERGE. A first write
+    that carries the rows (a plain append creating the table) was tried: two runs creating
+    the table at once both committed, and every key was there twice
+    (test_concurrent_runs_of_a_stage). Two runs creating it empty at once are harmless,
+    or conflict (ProtocolChanged) and the loser retries."""
+    if not exists(spark, cfg, table):
+        _writer(spark.createDataFrame([], table.schema), table).mode("append").save(path(cfg, table))
 
 
 def last_commit_changed(spark: SparkSession, cfg: Config, table: Table) -> int:
@@ -206,10 +205,10 @@ def merge_insert_new(df: DataFrame, cfg: Config, table: Table, prune: str = "") 
     """
     from delta.tables import DeltaTable
 
-    if not _first_write(df, cfg, table):
-        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
-        target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
-            .whenNotMatchedInsertAll().execute()
+    _create_if_absent(df.sparkSession, cfg, table)
+    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+    target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table, prune)) \
+        .whenNotMatchedInsertAll().execute()
     return last_commit_changed(df.sparkSession, cfg, table)
 
 
@@ -219,11 +218,11 @@ def merge_upsert(df: DataFrame, cfg: Config, table: Table, newer: str = "") -> i
     Returns the number of rows inserted or updated."""
     from delta.tables import DeltaTable
 
-    if not _first_write(df, cfg, table):
-        target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
-        merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
-        merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
-        merge.whenNotMatchedInsertAll().execute()
+    _create_if_absent(df.sparkSession, cfg, table)
+    target = DeltaTable.forPath(df.sparkSession, path(cfg, table))
+    merge = target.alias("t").merge(conform(df, table).alias("s"), _key_condition(table))
+    merge = merge.whenMatchedUpdateAll(condition=newer) if newer else merge.whenMatchedUpdateAll()
+    merge.whenNotMatchedInsertAll().execute()
     return last_commit_changed(df.sparkSession, cfg, table)
 
 
