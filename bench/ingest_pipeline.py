@@ -35,7 +35,7 @@ import spark_profile  # noqa: E402
 
 
 class PeakRSS:
-    """Samples the summed RSS of a process and its children (the Spark JVM, workers)."""
+    """Samples the summed memory (PSS) of a process and its children (the Spark JVM, workers)."""
 
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
@@ -49,7 +49,10 @@ class PeakRSS:
         while not self.stop.wait(0.5):
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = {f"{p.pid} {p.name()}": p.memory_info().rss for p in procs if p.is_running()}
+                # PSS, not RSS: a page two processes share counts once. The JVM forks for
+                # shell commands (Hadoop's), and a fork shares the whole heap until exec:
+                # summed RSS counted the heap twice whenever a sample caught one.
+                rss = {f"{p.pid} {p.name()}": p.memory_full_info().pss for p in procs if p.is_running()}
                 if sum(rss.values()) > self.peak:
                     self.peak, self.at_peak = sum(rss.values()), rss
             except psutil.Error:
