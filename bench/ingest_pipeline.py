@@ -7,7 +7,8 @@ three Spark stages in a fresh local[N] session with a --driver-memory heap (defa
 in another (peak memory sampled over its process tree while the stages run), then runs
 a single-process pandas implementation of the same parsing, checks, dedup, weighting,
 decay and aggregation on the same raw files, in a child process with a memory cap.
-Prints events/s of each and the ratio spark/pandas, plus peak RSS of each; records
+Prints events/s of each and the ratio spark/pandas, plus peak memory of each (summed
+PSS; the JSON keeps the key names *_peak_rss_gb); records
 each table's row count and order-free checksum (compare two runs: same rows); with
 --profile, Spark's jobs, passes, shuffles and Delta commits per step (spark_profile.py).
 Writes bench/results/ingest_pipeline.json.
@@ -34,13 +35,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 import spark_profile  # noqa: E402
 
 
-class PeakRSS:
+class PeakMemory:
     """Samples the summed memory (PSS) of a process and its children (the Spark JVM, workers)."""
 
     def __init__(self, pid: int):
         self.proc = psutil.Process(pid)
         self.peak = 0
-        self.at_peak: dict[str, int] = {}  # each process's RSS when the sum peaked
+        self.at_peak: dict[str, int] = {}  # each process's PSS when the sum peaked
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -52,9 +53,9 @@ class PeakRSS:
                 # PSS, not RSS: a page two processes share counts once. The JVM forks for
                 # shell commands (Hadoop's), and a fork shares the whole heap until exec:
                 # summed RSS counted the heap twice whenever a sample caught one.
-                rss = {f"{p.pid} {p.name()}": p.memory_full_info().pss for p in procs if p.is_running()}
-                if sum(rss.values()) > self.peak:
-                    self.peak, self.at_peak = sum(rss.values()), rss
+                pss = {f"{p.pid} {p.name()}": p.memory_full_info().pss for p in procs if p.is_running()}
+                if sum(pss.values()) > self.peak:
+                    self.peak, self.at_peak = sum(pss.values()), pss
             except psutil.Error:
                 pass
 
@@ -100,7 +101,7 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
         cfg.spark.conf.update(spark_profile.profile_conf(profile))
     spark = get_session(cfg)
     times, windows = {}, {}
-    meter = PeakRSS(os.getpid())
+    meter = PeakMemory(os.getpid())
     t0 = time.perf_counter()
     for name, fn in (("ingest", ingest.run), ("clean", clean.run), ("interactions", interactions.build)):
         t = time.perf_counter()
@@ -111,8 +112,8 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
         times[name] = time.perf_counter() - t
     times["pipeline"] = time.perf_counter() - t0
     peak = meter.done()
-    log.info("peak RSS %.2f GB: %s", peak / 2**30,
-             ", ".join(f"{name} {rss / 2**30:.2f}" for name, rss in sorted(meter.at_peak.items())))
+    log.info("peak memory (PSS) %.2f GB: %s", peak / 2**30,
+             ", ".join(f"{name} {pss / 2**30:.2f}" for name, pss in sorted(meter.at_peak.items())))
     raw_events = spark.read.text(f"{cfg.raw_root}/events").count()
     Path(out).write_text(json.dumps({"times": times, "raw_events": raw_events, "nnz": result["nnz"],
                                      "windows": windows, "peak_rss": peak, "digests": digests(spark, cfg)}))
@@ -217,7 +218,7 @@ def run_child(args: list[str], mem_cap_gb: float | None = None) -> tuple[dict | 
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     proc = subprocess.Popen([sys.executable, __file__, *args, "--out", out], preexec_fn=cap)
-    meter = PeakRSS(proc.pid)
+    meter = PeakMemory(proc.pid)
     code = proc.wait()
     peak = meter.done()
     if code != 0 or not os.path.exists(out):

@@ -17,6 +17,8 @@ import json
 import os
 from collections import defaultdict
 
+from llmrec.progress import STEP_PROPERTY  # the tag progress.timed puts on every Spark job
+
 MB = 2**20
 
 
@@ -46,7 +48,7 @@ def by_step(folder: str) -> dict[str, dict]:
         kind = ev["Event"]
         if kind == "SparkListenerJobStart":
             props = ev.get("Properties") or {}
-            step = props.get("llmrec.step") or "(none)"
+            step = props.get(STEP_PROPERTY) or "(none)"
             job_step[ev["Job ID"]], job_start[ev["Job ID"]] = step, ev["Submission Time"]
             row = out[step]
             row["jobs"] += 1

@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
 
-    from conftest import make_config
+    from helpers import make_config
     from llmrec.spark import get_session
     from llmrec.train import launch
 

@@ -102,9 +102,7 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         # Staged first, so the MERGE reads finished vectors and never runs the model twice.
         chunk_path = f"{staging}/chunk-{chunk:05d}"
         out.write.mode("overwrite").parquet(chunk_path)
-        before = tables.version(spark, cfg, table) if tables.exists(spark, cfg, table) else None
-        tables.merge_upsert(spark.read.parquet(chunk_path), cfg, table)
-        rows = tables.rows_written(spark, cfg, table, before)
+        rows = tables.merge_upsert(spark.read.parquet(chunk_path), cfg, table)
         storage.remove_tree(chunk_path)
         done += rows
         elapsed = time.monotonic() - started

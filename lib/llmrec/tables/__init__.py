@@ -117,6 +117,16 @@ def append(df: DataFrame, cfg: Config, table: Table) -> None:
     _writer(conform(df, table), table).mode("append").save(path(cfg, table))
 
 
+def _rows_changed(operation: str, metrics: dict | None) -> int:
+    """Rows one commit inserted or updated, from its operation metrics."""
+    m = metrics or {}
+    if operation == "MERGE":
+        return int(m.get("numTargetRowsInserted", 0)) + int(m.get("numTargetRowsUpdated", 0))
+    if operation == "UPDATE":
+        return int(m.get("numUpdatedRows", 0))
+    return 0 if operation == "DELETE" else int(m.get("numOutputRows", 0))
+
+
 def rows_written(spark: SparkSession, cfg: Config, table: Table, since: int | None) -> int:
     """Rows the table's commits after version `since` (all, if None) inserted or updated,
     from their operation metrics: nothing is counted by reading data."""
@@ -125,16 +135,8 @@ def rows_written(spark: SparkSession, cfg: Config, table: Table, since: int | No
     history = DeltaTable.forPath(spark, path(cfg, table)).history()
     if since is not None:
         history = history.where(F.col("version") > since)
-    total = 0
-    for row in history.select("operation", "operationMetrics").collect():
-        m = row["operationMetrics"] or {}
-        if row["operation"] == "MERGE":
-            total += int(m.get("numTargetRowsInserted", 0)) + int(m.get("numTargetRowsUpdated", 0))
-        elif row["operation"] == "UPDATE":
-            total += int(m.get("numUpdatedRows", 0))
-        elif row["operation"] != "DELETE":
-            total += int(m.get("numOutputRows", 0))
-    return total
+    return sum(_rows_changed(r["operation"], r["operationMetrics"])
+               for r in history.select("operation", "operationMetrics").collect())
 
 
 def _literal(value) -> str:
@@ -171,13 +173,6 @@ def _key_condition(table: Table, extra: str = "") -> str:
     return f"{cond} AND {extra}" if extra else cond
 
 
-def last_commit_metrics(spark: SparkSession, cfg: Config, table: Table) -> dict:
-    """The operation metrics of the table's latest commit (numOutputRows, numTargetRows*...)."""
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["operationMetrics"] or {}
-
-
 def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
     """Creates the table empty, so that even the first write is a MERGE. A first write
     that carries the rows (a plain append creating the table) was tried: two runs creating
@@ -189,11 +184,11 @@ def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
 
 
 def last_commit_changed(spark: SparkSession, cfg: Config, table: Table) -> int:
-    """Rows the table's latest commit inserted or updated (a MERGE's, or a write's rows)."""
-    m = last_commit_metrics(spark, cfg, table)
-    if "numTargetRowsInserted" in m:
-        return int(m["numTargetRowsInserted"]) + int(m.get("numTargetRowsUpdated", 0))
-    return int(m.get("numOutputRows", 0))
+    """Rows the table's latest commit inserted or updated."""
+    from delta.tables import DeltaTable
+
+    last = DeltaTable.forPath(spark, path(cfg, table)).history(1).first()
+    return _rows_changed(last["operation"], last["operationMetrics"])
 
 
 @_retrying
