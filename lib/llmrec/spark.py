@@ -79,6 +79,11 @@ def get_session(cfg: Config):
             "spark.driver.bindAddress": "127.0.0.1",
             # Delta reads its log with 50 tasks by default: far too many on a laptop.
             "spark.databricks.delta.snapshotPartitions": "2",
+            # Tungsten's page is heap / cores / 16 by default (32 MB at 2g, 64 MB at 4g), and
+            # every broadcast hash relation built on the driver takes a whole page, however
+            # small its table. A long session (a notebook, the test suite) keeps dozens alive:
+            # 1 GB of the suite's 2 GB heap, with full GCs back to back (docs/benchmarks.md).
+            "spark.buffer.pageSize": "2m",
         })
         builder = builder.master(cfg.spark.master or "local[*]")
     elif cfg.spark.master:

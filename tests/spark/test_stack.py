@@ -31,3 +31,11 @@ def test_delta_roundtrip_with_time_travel(spark, tmp_path):
     spark.range(3, 5).write.format("delta").mode("append").save(path)
     assert spark.read.format("delta").load(path).count() == 5
     assert spark.read.format("delta").option("versionAsOf", 0).load(path).count() == 3
+
+
+
+def test_local_sessions_use_small_tungsten_pages(spark):
+    """Every broadcast hash relation built on the driver takes one Tungsten page, however
+    small its table (by default heap / cores / 16: 32 MB at 2g): local sessions use 2 MB
+    pages, so a long session does not fill its heap with them."""
+    assert spark.sparkContext._jvm.org.apache.spark.SparkEnv.get().memoryManager().pageSizeBytes() == 2 << 20
