@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SHOP, make_config, tiny
+from helpers import SHOP, make_config, save_tiny_model, tiny
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -45,19 +45,7 @@ def cfg(tmp_path):
 def tiny_dir(tmp_path_factory):
     """A tiny random BERT cross-encoder saved as the train job saves one (inference tests
     also use it as the embedding model: AutoModel loads its encoder)."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from llmrec.train.model import TINY, load_tokenizer
-
-    torch.manual_seed(0)
-    tok = load_tokenizer("default")
-    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), num_labels=1,
-                                                     max_position_embeddings=128, **TINY))
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

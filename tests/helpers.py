@@ -64,3 +64,20 @@ def fresh(shop, tmp_path, *overrides):
 
 def tiny(tiny_dir):
     return (f"embed.model={tiny_dir}", f"recommend.cross_encoder={tiny_dir}", "embed.max_length=32")
+
+
+def save_tiny_model(path: Path) -> str:
+    """A tiny random BERT cross-encoder (seeded) saved as the train job saves one, with the
+    shipped tokenizer; inference also loads it as the embedding model (AutoModel)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from llmrec.train.model import TINY, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer("default")
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), num_labels=1,
+                                                     max_position_embeddings=128, **TINY))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

@@ -33,7 +33,6 @@ def test_delta_roundtrip_with_time_travel(spark, tmp_path):
     assert spark.read.format("delta").option("versionAsOf", 0).load(path).count() == 3
 
 
-
 def test_local_sessions_use_small_tungsten_pages(spark):
     """Every broadcast hash relation built on the driver takes one Tungsten page, however
     small its table (by default heap / cores / 16: 32 MB at 2g): local sessions use 2 MB
