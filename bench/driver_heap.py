@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import machine  # noqa: E402  (bench/ is this script's own folder on sys.path)
+
 PAGES = {"default": "32m", "llmrec": "2m"}  # default: what Spark computes for 2g on local[2]
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     ratios["cycle_s_llmrec_over_default"] = round(
         sum(r["s"] for r in result["llmrec"]["rounds"][1:]) / sum(r["s"] for r in result["default"]["rounds"][1:]), 3)
     record = {"command": f"bench/driver_heap.py --cycles {args.cycles}", "cycles": args.cycles,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_avg_before": load,
+              "machine": machine(), "load_avg_before": load,
               "variants": result, **ratios}
     (ROOT / "bench" / "results" / "driver_heap.json").write_text(json.dumps(record, indent=1))
     for name, r in result.items():
