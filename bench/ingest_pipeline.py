@@ -86,7 +86,8 @@ def generate_child(events: int, root: str, cores: int, heap: str, out: str) -> N
     spark.stop()
 
 
-def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile: str | None) -> None:
+def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile: str | None,
+                spark_conf: list[str] = ()) -> None:
     """The three stages in a fresh JVM; peak memory is sampled over this process tree
     while they run (not while the session starts, nor for the digests after)."""
     from llmrec import conf
@@ -99,6 +100,7 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
     cfg = conf.load(ROOT / "conf/local.yaml", shop_overrides(events, root, cores, heap))
     if profile:
         cfg.spark.conf.update(spark_profile.profile_conf(profile))
+    cfg.spark.conf.update(dict(kv.split("=", 1) for kv in spark_conf))
     spark = get_session(cfg)
     times, windows = {}, {}
     meter = PeakMemory(os.getpid())
@@ -121,8 +123,11 @@ def spark_child(events: int, root: str, cores: int, heap: str, out: str, profile
 
 
 def digests(spark, cfg) -> dict:
-    """Per table written: rows and an order-free checksum of them (weights rounded to 1e-9,
-    since a sum's last bits depend on its order), to show a change left every row as it was."""
+    """Per table written: rows and an order-free checksum of them, to show a change left
+    every row as it was. Weights are rounded to 6 decimals: a sum's last bits depend on the
+    order Spark adds its terms, which its memory settings change (at 10M events, 2 MB
+    against 32 MB pages: 97,582 of 6.25M weights 1-2 ulp apart, one across a 9th-decimal
+    boundary; bench/compare_tables.py)."""
     from pyspark.sql import functions as F
     from llmrec import tables
     from llmrec.tables.schemas import BRONZE, INTERACTIONS, ITEM_INDEX, QUARANTINE, SILVER, USER_INDEX
@@ -131,7 +136,7 @@ def digests(spark, cfg) -> dict:
     for table in (*BRONZE.values(), *SILVER.values(), QUARANTINE, USER_INDEX, ITEM_INDEX, INTERACTIONS):
         df = tables.read(spark, cfg, table)
         types = dict(df.dtypes)
-        cols = [F.round(c, 9) if c == "weight" else  # maps hash by entry order: sort them first
+        cols = [F.round(c, 6) if c == "weight" else  # maps hash by entry order: sort them first
                 F.array_sort(F.map_entries(c)) if types[c].startswith("map") else F.col(c) for c in df.columns]
         rows, checksum = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")) \
             .agg(F.count("*"), F.sum("h")).first()
@@ -236,6 +241,8 @@ def main():
     parser.add_argument("--root", default="/tmp/llmrec-bench")
     parser.add_argument("--child", choices=["generate", "spark", "pandas"])
     parser.add_argument("--out")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Spark setting for the timed session (bench/conf_ab.py compares two)")
     parser.add_argument("--profile", action="store_true",
                         help="log Spark's events and report jobs, passes, shuffles and Delta commits per step")
     args = parser.parse_args()
@@ -248,7 +255,7 @@ def main():
         return generate_child(args.events[0], args.root, args.cores, args.driver_memory, args.out)
     if args.child == "spark":
         return spark_child(args.events[0], args.root, args.cores, args.driver_memory, args.out,
-                           f"{args.root}/eventlog" if args.profile else None)
+                           f"{args.root}/eventlog" if args.profile else None, args.spark_conf)
     if args.child == "pandas":
         return pandas_child(args.root, args.out, weights)
 

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -84,6 +85,9 @@ def fresh_runs(which: list[str]) -> dict:
     if "suite" in which:
         run = timed_run(["bin/test"], clone, clone.parent / "test.log", {"CI": "true"})
         out["suite_s"] = suite_figure(clone, run)
+    # The clone's virtualenv is 7 GB: left in /tmp after a few runs it filled the disk
+    # (CI's install then failed). The logs and run summaries that --demo-from reads stay.
+    shutil.rmtree(clone / ".venv", ignore_errors=True)
     return out
 
 
