@@ -33,8 +33,10 @@ def order(rounds: int) -> list[str]:
 def clear_tables(root: Path) -> None:
     """Everything a run wrote (tables, checkpoints, exports); the raw files stay."""
     for path in root.iterdir():
-        if path.name != "raw":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir() and path.name != "raw":
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
 
 
 def main() -> None:
