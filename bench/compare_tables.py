@@ -23,12 +23,13 @@ def compare(spark, cfg_a, cfg_b, table) -> dict:
     from pyspark.sql import functions as F
     from llmrec import tables
 
-    a, b = tables.read(spark, cfg_a, table).alias("a"), tables.read(spark, cfg_b, table).alias("b")
+    # _present marks each side's rows: null after the full join where a key is missing
+    a, b = (tables.read(spark, cfg, table).withColumn("_present", F.lit(True)).alias(side)
+            for cfg, side in ((cfg_a, "a"), (cfg_b, "b")))
     types = dict(a.dtypes)
-    probe = next(c for c in a.columns if c not in table.key)  # null on the side a key is missing from
-    aggs = [F.count("*").alias("rows"), F.sum(F.col(f"a.{probe}").isNull().cast("int")).alias("keys_only_in_b"),
-            F.sum(F.col(f"b.{probe}").isNull().cast("int")).alias("keys_only_in_a")]
-    for c in (c for c in a.columns if c not in table.key):
+    aggs = [F.count("*").alias("rows"), F.sum(F.col("a._present").isNull().cast("int")).alias("keys_only_in_b"),
+            F.sum(F.col("b._present").isNull().cast("int")).alias("keys_only_in_a")]
+    for c in (c for c in table.columns if c not in table.key):
         x, y = F.col(f"a.{c}"), F.col(f"b.{c}")
         aggs.append(F.sum((~x.eqNullSafe(y)).cast("int")).alias(f"{c}.differ"))
         if types[c] in ("double", "float"):

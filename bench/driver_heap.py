@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
-from speed import machine  # noqa: E402  (bench/ is this script's own folder on sys.path)
+from speed import load, machine  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 PAGES = {"default": "32m", "llmrec": "2m"}  # default: what Spark computes for 2g on local[2]
 
@@ -49,7 +48,7 @@ def child(page: str, cycles: int, out: Path) -> None:
     from llmrec.infer import backfill, candidates, rank
     from llmrec.spark import get_session
 
-    work = Path(tempfile.mkdtemp(prefix="llmrec-bench-heap-"))
+    work = out.parent  # the caller's temporary folder, removed with it
     cfg = make_config(work / "root", *SHOP, *tiny(save_tiny_model(work / "tiny")),
                       f'spark.conf={{"spark.buffer.pageSize": "{page}"}}')
     spark = get_session(cfg)
@@ -75,20 +74,21 @@ def main() -> None:
     if args.child:
         return child(args.child[0], args.cycles, Path(args.child[1]))
 
-    load = [round(x, 2) for x in os.getloadavg()]
+    load_before = load()
     result = {}
     for name, page in PAGES.items():
-        out = Path(tempfile.mkstemp(suffix=".json")[1])
-        subprocess.run([sys.executable, __file__, "--cycles", str(args.cycles), "--child", page, str(out)],
-                       check=True)
-        result[name] = json.loads(out.read_text())
+        with tempfile.TemporaryDirectory(prefix="llmrec-bench-heap-") as work:
+            out = Path(work) / "result.json"
+            subprocess.run([sys.executable, __file__, "--cycles", str(args.cycles), "--child", page, str(out)],
+                           check=True)
+            result[name] = json.loads(out.read_text())
     last = {name: r["rounds"][-1] for name, r in result.items()}
     ratios = {f"{k}_llmrec_over_default": round(last["llmrec"][k] / last["default"][k], 3)
               for k in ("live_heap_mb", "long_arrays_mb", "gc_s")}
     ratios["cycle_s_llmrec_over_default"] = round(
         sum(r["s"] for r in result["llmrec"]["rounds"][1:]) / sum(r["s"] for r in result["default"]["rounds"][1:]), 3)
     record = {"command": f"bench/driver_heap.py --cycles {args.cycles}", "cycles": args.cycles,
-              "machine": machine(), "load_avg_before": load,
+              "machine": machine(), "load_avg_before": load_before,
               "variants": result, **ratios}
     (ROOT / "bench" / "results" / "driver_heap.json").write_text(json.dumps(record, indent=1))
     for name, r in result.items():

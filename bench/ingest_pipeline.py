@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 import spark_profile  # noqa: E402
+from speed import load as load_avg  # noqa: E402
 
 
 class PeakMemory:
@@ -270,7 +271,7 @@ def main():
         generated, _, err = run_child(["--child", "generate", *common])
         if generated is None:
             raise SystemExit(f"generating the shop failed: {err}")
-        load = [round(x, 2) for x in os.getloadavg()]  # as the timed run starts (generation just ended)
+        load = load_avg()  # as the timed run starts (generation just ended)
         spark, _, err = run_child(["--child", "spark", *common, *(["--profile"] if args.profile else [])])
         if spark is None:
             raise SystemExit(f"spark run failed: {err}")

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import load  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     rows = tables.read(spark, cfg, EXAMPLES).count()
     print(f"{rows:,} rows ({n:,} distinct pairs from {args.data}, repeated)", flush=True)
 
-    load = [round(x, 2) for x in os.getloadavg()]
+    load_before = load()
     t0 = time.perf_counter()
     manifest = tokens.build(spark, cfg, force=True)
     spark_s = time.perf_counter() - t0
@@ -79,7 +80,7 @@ def main() -> None:
               "ratio_spark_over_driver": driver_s / spark_s,
               "spark_task_seconds": manifest["stats"]["task_seconds"],
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "load_avg_before": load,
+              "load_avg_before": load_before,
               "measured": time.strftime("%Y-%m-%d")}
     print(f"Spark local[2] tokenize+write: {spark_s:.1f} s, {n_tokens / spark_s:,.0f} tokens/s")
     print(f"driver, one process, encode only: {driver_s:.1f} s, {n_tokens / driver_s:,.0f} tokens/s")
