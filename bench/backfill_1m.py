@@ -21,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def settings(root: str, chunk_rows: int) -> list[str]:
@@ -113,7 +113,7 @@ def main() -> None:
     if args.child:
         return child(args.root, args.chunk_rows)
 
-    root = args.root or tempfile.mkdtemp(prefix="llmrec-bench-backfill-")
+    root = args.root or scratch("llmrec-bench-backfill-")
     t0 = time.perf_counter()
     if not os.path.isdir(os.path.join(root, "silver", "items")):  # --root of an earlier run: reuse
         prepare(root, args.items, args.chunk_rows)

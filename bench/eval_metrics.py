@@ -27,6 +27,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def make_data(users: int, items: int, k: int, seed: int = 0):
@@ -100,7 +101,7 @@ def main() -> None:
 
     recs, truth, hist, vectors = make_data(args.users, args.items, args.k)
     cores = os.cpu_count() or 1
-    cfg = make_config(Path(tempfile.mkdtemp()), f"spark.master=local[{cores}]", "spark.driver_memory=4g",
+    cfg = make_config(Path(scratch("llmrec-bench-eval-")), f"spark.master=local[{cores}]", "spark.driver_memory=4g",
                       f"spark.shuffle_partitions={2 * cores}")
     spark = get_session(cfg)
     with tempfile.TemporaryDirectory() as tmp:  # Parquet in, so both sides start from files

@@ -17,12 +17,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests"), str(ROOT / "tests" / "train"), str(ROOT / "bench")]
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 # BertConfig's defaults are BERT-base (12 layers, 768 wide, 12 heads, 3072 FFN).
 SIZES = {"base": {}, "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -62,7 +62,7 @@ def main() -> None:
     from llmrec.train import launch
 
     started = time.perf_counter()
-    root = tempfile.mkdtemp(prefix="llmrec-gpu-check-")
+    root = scratch("llmrec-gpu-check-")
     model_dir = random_bert(args.size, args.seq, os.path.join(root, f"bert-{args.size}"))
     common = [f"model.name_or_path={model_dir}", f"tokenize.max_length={args.seq}", "tokenize.row_group_rows=256",
               "train.epochs=1", f"train.batch_size={args.batch}", "train.patience=0", "train.log_every=1000",

@@ -20,13 +20,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def texts_frame(spark, rows: int):
@@ -83,7 +83,7 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     gpu = args.device == "gpu" or (args.device == "auto" and torch.cuda.is_available())
-    root = tempfile.mkdtemp(prefix="llmrec-bench-infer-")
+    root = scratch("llmrec-bench-infer-")
     base = [f"spark.master=local[{cores}]", f"embed.model={args.model}", "embed.max_length=128",
             f"infer.device={'gpu' if gpu else 'cpu'}", "spark.driver_memory=6g"]
     cfg = make_config(root, *base)

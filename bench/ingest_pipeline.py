@@ -242,6 +242,8 @@ def main():
     parser.add_argument("--root", default="/tmp/llmrec-bench")
     parser.add_argument("--child", choices=["generate", "spark", "pandas"])
     parser.add_argument("--out")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "ingest_pipeline.json"),
+                        help="where the figures go (another file to keep the headline run's)")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for the timed session (bench/conf_ab.py compares two)")
     parser.add_argument("--profile", action="store_true",
@@ -295,7 +297,7 @@ def main():
             row["profile"] = write_profile(f"{root}/eventlog", root, spark["windows"])
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile"}, indent=2), flush=True)
-    out = ROOT / "bench" / "results" / "ingest_pipeline.json"
+    out = Path(args.results)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
 

@@ -16,6 +16,7 @@ The ingest and tokenize figures are read from bench/results/ingest_pipeline.json
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import json
 import os
@@ -39,6 +40,13 @@ GOALS = {"demo_pipeline_s": ("<=", 600), "suite_s": ("<=", 1200), "tokenize_rati
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
+
+
+def scratch(prefix: str) -> str:
+    """A temporary folder removed when the benchmark exits: runs leave no roots in /tmp."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def load() -> list[float]:

@@ -16,14 +16,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
-from speed import load  # noqa: E402  (bench/ is this script's own folder on sys.path)
+from speed import load, scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def main() -> None:
@@ -41,7 +40,7 @@ def main() -> None:
     from llmrec.tables.schemas import EXAMPLES
 
     src_cfg = make_config(args.data)
-    root = tempfile.mkdtemp(prefix="llmrec-bench-tok-")
+    root = scratch("llmrec-bench-tok-")
     cfg = make_config(root, "spark.driver_memory=6g", "tokenize.rows_per_file=50000")
     spark = get_session(cfg)
     source = tables.read(spark, src_cfg, EXAMPLES).cache()

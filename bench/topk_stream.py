@@ -23,17 +23,17 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 
 def baseline_module(commit: str):
     """The baseline's topk module, written where Spark's Python workers can import it."""
-    folder = Path(tempfile.mkdtemp(prefix="topk-baseline-"))
+    folder = Path(scratch("topk-baseline-"))
     src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:lib/llmrec/infer/topk.py"],
                          check=True, capture_output=True, text=True).stdout
     (folder / "topk_baseline.py").write_text(src)

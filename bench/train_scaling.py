@@ -19,13 +19,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "tests"))
+from speed import scratch  # noqa: E402  (bench/ is this script's own folder on sys.path)
 os.environ["OMP_NUM_THREADS"] = "1"
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     from llmrec.spark import get_session
     from llmrec.train import launch
 
-    root = tempfile.mkdtemp(prefix="llmrec-bench-train-")
+    root = scratch("llmrec-bench-train-")
     common = [f"model.name_or_path={args.model}", f"tokenize.max_length={args.seq}",
               "tokenize.row_group_rows=32", "train.epochs=1", f"train.batch_size={args.batch}",
               "train.threads_per_proc=1", "train.patience=0", "train.log_every=1000",
