@@ -8,8 +8,9 @@ stages in a fresh JVM per run, A and B alternating as A B B A ... (a drift in th
 machine's speed over the runs then weighs on both alike). Every run starts from the same
 raw files with the previous run's tables removed, so each is a first load, and the
 tables' digests must be equal across runs (the same rows whatever the setting). Writes
-bench/results/conf_ab_<events, e.g. 10m>.json: each run's stage times, peak memory (summed PSS)
-and load average, and B's median pipeline time over A's.
+bench/results/conf_ab_<events, e.g. 10m>.json (or --out): each run's stage times, peak memory
+(summed PSS) and load average, and B's median pipeline time over A's. spark.driver.memory as
+a setting is the run's JVM heap (given at launch: a session cannot change it).
 """
 from __future__ import annotations
 
@@ -48,13 +49,13 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--driver-memory", default="2g")
     ap.add_argument("--root", default="/tmp/llmrec-bench-ab")
+    ap.add_argument("--out", help="result file (default bench/results/conf_ab_<events>.json)")
     args = ap.parse_args()
 
     root = Path(args.root) / str(args.events)
     shutil.rmtree(root, ignore_errors=True)
-    common = ["--events", str(args.events), "--root", str(root), "--cores", str(args.cores),
-              "--driver-memory", args.driver_memory]
-    generated, _, err = bench.run_child(["--child", "generate", *common])
+    common = ["--events", str(args.events), "--root", str(root), "--cores", str(args.cores)]
+    generated, _, err = bench.run_child(["--child", "generate", *common, "--driver-memory", args.driver_memory])
     if generated is None:
         raise SystemExit(f"generating the shop failed: {err}")
     settings = {"a": args.a, "b": args.b}
@@ -62,8 +63,9 @@ def main() -> None:
     for arm in order(args.rounds):
         clear_tables(root)
         before = load()
-        conf = [x for kv in settings[arm] for x in ("--spark-conf", kv)]
-        result, _, err = bench.run_child(["--child", "spark", *common, *conf])
+        heap = dict(kv.split("=", 1) for kv in settings[arm]).get("spark.driver.memory", args.driver_memory)
+        conf = [x for kv in settings[arm] if not kv.startswith("spark.driver.memory=") for x in ("--spark-conf", kv)]
+        result, _, err = bench.run_child(["--child", "spark", *common, "--driver-memory", heap, *conf])
         if result is None:
             raise SystemExit(f"run {arm} ({settings[arm]}) failed: {err}")
         peak = result["peak_rss"]  # sampled while the stages ran, as ingest_pipeline.py reports it
@@ -83,7 +85,7 @@ def main() -> None:
                "ratio_b_over_a": round(median["b"] / median["a"], 3),
                "same_tables_in_every_run": len(digests) == 1, "runs": runs}
     size = f"{args.events // 1_000_000}m" if args.events % 1_000_000 == 0 else f"{args.events // 1000}k"
-    out = bench.ROOT / "bench" / "results" / f"conf_ab_{size}.json"
+    out = Path(args.out) if args.out else bench.ROOT / "bench" / "results" / f"conf_ab_{size}.json"
     out.write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if len(digests) != 1:

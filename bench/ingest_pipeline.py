@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest_pipeline.py --events 1000000 --events 10000000 [--profile]
 
 For each size: generates the shop in one process (not timed in the ratio), runs the
-three Spark stages in a fresh local[N] session with a --driver-memory heap (default 2g)
+three Spark stages in a fresh local[N] session with a --driver-memory heap (default 1536m)
 in another (peak memory sampled over its process tree while the stages run), then runs
 a single-process pandas implementation of the same parsing, checks, dedup, weighting,
 decay and aggregation on the same raw files, in a child process with a memory cap.
@@ -229,7 +229,9 @@ def run_child(args: list[str], mem_cap_gb: float | None = None) -> tuple[dict | 
     peak = meter.done()
     if code != 0 or not os.path.exists(out):
         return None, peak, f"exit code {code}"
-    return json.loads(Path(out).read_text()), peak, ""
+    result = json.loads(Path(out).read_text())
+    os.remove(out)
+    return result, peak, ""
 
 
 def main():
@@ -238,7 +240,8 @@ def main():
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--pandas-mem-gb", type=float, default=16.0)
     # Spark streams the data through tasks: a heap far below the input's size must do
-    parser.add_argument("--driver-memory", default="2g")
+    # (1536m against 2g at 10M: the same tables, 0.8x the memory, 1.06x the time; conf_ab_10m_heap.json)
+    parser.add_argument("--driver-memory", default="1536m")
     parser.add_argument("--root", default="/tmp/llmrec-bench")
     parser.add_argument("--child", choices=["generate", "spark", "pandas"])
     parser.add_argument("--out")
