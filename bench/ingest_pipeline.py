@@ -298,6 +298,7 @@ def main():
                         "pandas_peak_rss_gb": round(pd_peak / 2**30, 2)})
         if args.profile:
             row["profile"] = write_profile(f"{root}/eventlog", root, spark["windows"])
+        subprocess.run(["rm", "-rf", root], check=True)  # 10M events leave gigabytes of tables
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "profile"}, indent=2), flush=True)
     out = Path(args.results)
