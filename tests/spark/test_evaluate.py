@@ -127,7 +127,10 @@ def test_rerun_replaces_the_run_and_prints_headline(spark, evaluated, capsys):
     cfg, first = evaluated
     # the same run again, with two of the models: its partition is replaced, not appended to
     fewer = replace(cfg, evaluate=replace(cfg.evaluate, models="popular,hybrid", auc=False))
+    spark.catalog.clearCache()
     again = stages.evaluate(spark, fewer, Namespace())
+    # what it cached it unpersisted: a notebook's session keeps no frame of a finished job
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
     rows = tables.read(spark, cfg, EVAL_METRICS).where("run = 't1' and slice = 'overall'").toPandas()
     rows = rows[~rows.model.str.startswith("candidates.")]
     assert set(rows.model) == {"popular", "hybrid"} and len(rows) == 2 * 12 * 3

@@ -43,10 +43,11 @@ def popular(hist: DataFrame, users: DataFrame, k: int) -> DataFrame:
 
 
 def ranked_lists(spark: SparkSession, cfg: Config, models: list[str], users: DataFrame,
-                 k: int) -> DataFrame:
-    """(model, user_idx, item_idx, rank) of every model in `models` for `users` (user_idx)."""
+                 k: int, hist: DataFrame | None = None) -> DataFrame:
+    """(model, user_idx, item_idx, rank) of every model in `models` for `users` (user_idx);
+    `hist` is the serving history (cands.history), which the caller may have cached."""
     conf = cfg.candidates
-    hist = cands.history(spark, cfg).cache()
+    hist = cands.history(spark, cfg) if hist is None else hist
     excluded = cands.exclusions(hist, "interacted")
     lists: dict[str, DataFrame] = {}
     for name in models:

@@ -110,12 +110,12 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     name = conf.run or started.strftime("%Y%m%d-%H%M%S")
     ks, models, k = conf.k_values, conf.model_names, max(conf.k_values)
 
-    truth = cuts.relevant(spark, cfg, "test").cache()
-    users = truth.select("user_idx").distinct()
+    relevant = cuts.relevant(spark, cfg, "test").cache()
+    users = relevant.select("user_idx").distinct()
     if conf.users == "ranked" and "hybrid" in models:
         users = users.join(tables.read(spark, cfg, RECOMMENDATIONS).select("user_idx").distinct(), "user_idx")
     users = users.cache()
-    truth = truth.join(users, "user_idx")
+    truth = relevant.join(users, "user_idx")
     n_users = users.count()
     if not n_users:
         raise ValueError("no user has a relevant test item (check interactions.split and "
@@ -126,15 +126,17 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     # Written once and read back: every metric reads the lists, and the plans that made
     # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
     staging = join(storage.absolute(cfg.storage.root), "_staging", f"eval_lists-{name}-{uuid.uuid4().hex[:12]}")
-    baselines.ranked_lists(spark, cfg, models, users, k).write.mode("overwrite").parquet(staging)
+    history = cands.history(spark, cfg).cache()
+    baselines.ranked_lists(spark, cfg, models, users, k, history).write.mode("overwrite").parquet(staging)
     lists = spark.read.parquet(staging).cache()
     log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))
-    hist = cands.history(spark, cfg).select("user_idx", "item_idx").cache()
+    hist = history.select("user_idx", "item_idx")
     catalog = tables.read(spark, cfg, ITEM_INDEX).select("item_idx")
     vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector") \
         if tables.exists(spark, cfg, ITEM_EMBEDDINGS) else None
-    table = slices.by_slice(lists, slices.slice_truths(spark, cfg, truth, hist), ks).unionByName(
-        metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors).withColumn("slice", F.lit("overall")))
+    truths = {name: df.cache() for name, df in slices.slice_truths(spark, cfg, truth, hist).items()}
+    beyond = metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors)
+    table = slices.by_slice(lists, truths, ks).unionByName(beyond.withColumn("slice", F.lit("overall")))
     if tables.exists(spark, cfg, CANDIDATES):
         table = table.unionByName(slices.candidate_recall(spark, cfg, users, truth))
     rows = [r.asDict() for r in table.collect()]
@@ -164,10 +166,8 @@ def run(spark: SparkSession, cfg: Config) -> dict:
         if tables.exists(spark, cfg, RECOMMENDATIONS) else [],
         "training": training,
     }
-    lists.unpersist()
-    hist.unpersist()
-    truth.unpersist()
-    users.unpersist()
+    for df in (lists, history, relevant, users, beyond, *truths.values()):
+        df.unpersist()  # a notebook's session outlives the job: leave its cache as it was
     storage.remove_tree(staging)
     result["report"] = report.write(os.path.join(conf.reports_dir, name), result)
     return summary(result)

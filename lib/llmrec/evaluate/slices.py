@@ -53,7 +53,7 @@ def by_slice(lists: DataFrame, truths: dict[str, DataFrame], ks: list[int]) -> D
     """(slice, model, metric, k, value, users): the ranking metrics of every model per slice."""
     out = None
     for name, truth in truths.items():
-        part = metrics.ranking(lists, truth.cache(), ks).withColumn("slice", F.lit(name))
+        part = metrics.ranking(lists, truth, ks).withColumn("slice", F.lit(name))
         out = part if out is None else out.unionByName(part)
     return out
 
