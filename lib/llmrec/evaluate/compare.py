@@ -134,7 +134,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     catalog = tables.read(spark, cfg, ITEM_INDEX).select("item_idx")
     vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector") \
         if tables.exists(spark, cfg, ITEM_EMBEDDINGS) else None
-    truths = {name: df.cache() for name, df in slices.slice_truths(spark, cfg, truth, hist).items()}
+    truths = {slice_: df.cache() for slice_, df in slices.slice_truths(spark, cfg, truth, hist).items()}
     beyond = metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors)
     table = slices.by_slice(lists, truths, ks).unionByName(beyond.withColumn("slice", F.lit("overall")))
     if tables.exists(spark, cfg, CANDIDATES):
