@@ -7,6 +7,31 @@ from pyspark.sql import functions as F
 OTHER = "Other"  # the top-level category of an item without one
 
 
+class CacheScope:
+    """The frames a stage caches, all released when the stage ends, failed or not: a
+    notebook's session outlives the stage, and must not keep what the stage cached.
+
+        with CacheScope() as cached:
+            hist = cached(history(...))
+    """
+
+    def __init__(self):
+        self._frames: list[DataFrame] = []
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        df = df.cache()
+        self._frames.append(df)
+        return df
+
+    def __enter__(self) -> CacheScope:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for df in self._frames:
+            df.unpersist()
+        self._frames.clear()
+
+
 def map_lookup(mapping: dict, key: Column) -> Column:
     """mapping[key] as a Spark column (null for keys not in it); keys compared as strings."""
     pairs = [x for k, v in mapping.items() for x in (F.lit(str(k)), F.lit(v))]

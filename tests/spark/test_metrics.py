@@ -7,6 +7,7 @@ import random
 import pytest
 
 from llmrec.evaluate import metrics
+from llmrec.frames import CacheScope
 
 RECS = "model string, user_idx long, item_idx long, rank int"
 
@@ -91,6 +92,16 @@ def test_beyond_accuracy_by_hand(spark):
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
     assert got[("a", "diversity", 1)] is None  # no list of two
+
+
+def test_a_cache_scope_releases_its_frames_when_the_stage_fails(spark):
+    spark.catalog.clearCache()
+    with pytest.raises(ValueError, match="stage failed"):
+        with CacheScope() as cached:
+            df = cached(spark.range(5))
+            assert df.count() == 5 and df.is_cached
+            raise ValueError("stage failed")
+    assert not df.is_cached and spark._jsparkSession.sharedState().cacheManager().isEmpty()
 
 
 def test_gini_even_and_concentrated(spark):

@@ -16,6 +16,7 @@ from helpers import SHOP, make_config, tiny
 from llmrec import tables
 from llmrec.evaluate import slices
 from llmrec.features import examples as ex, interactions
+from llmrec.frames import CacheScope
 from llmrec.infer import backfill, candidates, rank
 from llmrec.ranker import choose, cuts, features, learn, saved
 from llmrec.tables.schemas import INTERACTIONS, ITEM_INDEX, ITEM_NEIGHBORS, RECOMMENDATIONS, USER_INDEX
@@ -242,15 +243,12 @@ def test_the_validation_cut_sees_no_validation_or_test_pair(spark, learned, tmp_
     content = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == "content")  # needs no history
 
     def as_of_validation():
-        keep: list = []
-        cands = candidates.cut_candidates(spark, cfg, val_cut, users, content, keep)
-        frame = features.build(spark, cfg, cands, val_cut, ["tier"])
-        cols = [c for c in frame.columns if c not in ("source_ranks", "source_scores")]
-        rows = sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r)
-                      for r in frame.select(*cols).collect())
-        for df in keep:
-            df.unpersist()
-        return rows
+        with CacheScope() as cached:
+            cands = candidates.cut_candidates(spark, cfg, val_cut, users, content, cached)
+            frame = features.build(spark, cfg, cands, val_cut, ["tier"])
+            cols = [c for c in frame.columns if c not in ("source_ranks", "source_scores")]
+            return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r)
+                          for r in frame.select(*cols).collect())
 
     before = as_of_validation()
     assert len(before) > 1000

@@ -19,7 +19,7 @@ from llmrec.data.ingest import (
     STAGE as INGEST, BatchCounts, by_day, by_reason, pending_days, require_some_input,
     write_quarantine,
 )
-from llmrec.frames import top_per
+from llmrec.frames import CacheScope, top_per
 from llmrec.progress import log, timed
 from llmrec.tables.schemas import BRONZE, SILVER, SILVER_ITEMS
 
@@ -116,8 +116,8 @@ def dedup(df: DataFrame, key: tuple[str, ...]) -> DataFrame:
 def clean_batch(spark: SparkSession, cfg: Config, entity: str, days: list[dt.date]) -> BatchCounts:
     bronze = tables.read(spark, cfg, BRONZE[entity]).where(F.col("dt").isin(days))
     known = None if entity == "items" else tables.read_or_empty(spark, cfg, SILVER_ITEMS)
-    checked = typed(entity, bronze, cfg, known).cache()
-    try:
+    with CacheScope() as cached:
+        checked = cached(typed(entity, bronze, cfg, known))
         quarantined = write_quarantine(
             checked.where(F.col("reason").isNotNull()).select(
                 "reason", F.to_json(F.struct(*BRONZE[entity].columns)).alias("record"), "source", "dt"),
@@ -134,8 +134,6 @@ def clean_batch(spark: SparkSession, cfg: Config, entity: str, days: list[dt.dat
             d: (per_day_in.get(d, 0), None, per_day_bad.get(d, 0)) for d in days})
         return BatchCounts(entity, days, rows_in=sum(per_day_in.values()), rows_out=rows_out,
                            quarantined=sum(per_day_bad.values()), reasons=by_reason(quarantined))
-    finally:
-        checked.unpersist()
 
 
 def run(spark: SparkSession, cfg: Config, days: list[dt.date] | None = None) -> list[BatchCounts]:

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from llmrec import storage, tables
 from llmrec.conf import Config, join
 from llmrec.evaluate import baselines, metrics, report, slices
-from llmrec.frames import global_rank
+from llmrec.frames import CacheScope, global_rank
 from llmrec.infer import candidates as cands, engine, rank
 from llmrec.progress import log
 from llmrec.ranker import cuts, saved
@@ -46,11 +46,8 @@ def cross_encoder_auc(spark: SparkSession, cfg: Config) -> float | None:
     engine.arrow_batch(spark, cfg)
     pairs = tables.read(spark, cfg, EXAMPLES).where(F.col("split") == "test") \
         .select(F.col("user_text").alias("first"), F.col("item_text").alias("second"), "label")
-    scored = rank.with_ce_scores(spark, pairs, rank.score_ref(cfg, path)).cache()
-    try:
-        return metrics.auc(scored, "ce_score", "label")
-    finally:
-        scored.unpersist()
+    with CacheScope() as cached:
+        return metrics.auc(cached(rank.with_ce_scores(spark, pairs, rank.score_ref(cfg, path))), "ce_score", "label")
 
 
 def popularity_profile(lists: DataFrame, hist: DataFrame, catalog: DataFrame, k: int) -> list[dict]:
@@ -104,17 +101,22 @@ def training_metrics(cfg: Config) -> dict | None:
 
 
 def run(spark: SparkSession, cfg: Config) -> dict:
-    conf = cfg.evaluate
     _check(cfg)
+    with CacheScope() as cached:
+        return _run(spark, cfg, cached)
+
+
+def _run(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
+    conf = cfg.evaluate
     started = utc_now()
     name = conf.run or started.strftime("%Y%m%d-%H%M%S")
     ks, models, k = conf.k_values, conf.model_names, max(conf.k_values)
 
-    relevant = cuts.relevant(spark, cfg, "test").cache()
+    relevant = cached(cuts.relevant(spark, cfg, "test"))
     users = relevant.select("user_idx").distinct()
     if conf.users == "ranked" and "hybrid" in models:
         users = users.join(tables.read(spark, cfg, RECOMMENDATIONS).select("user_idx").distinct(), "user_idx")
-    users = users.cache()
+    users = cached(users)
     truth = relevant.join(users, "user_idx")
     n_users = users.count()
     if not n_users:
@@ -126,15 +128,15 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     # Written once and read back: every metric reads the lists, and the plans that made
     # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
     staging = join(storage.absolute(cfg.storage.root), "_staging", f"eval_lists-{name}-{uuid.uuid4().hex[:12]}")
-    history = cands.history(spark, cfg).cache()
+    history = cached(cands.history(spark, cfg))
     baselines.ranked_lists(spark, cfg, models, users, k, history).write.mode("overwrite").parquet(staging)
-    lists = spark.read.parquet(staging).cache()
+    lists = cached(spark.read.parquet(staging))
     log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))
     hist = history.select("user_idx", "item_idx")
     catalog = tables.read(spark, cfg, ITEM_INDEX).select("item_idx")
     vectors = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector") \
         if tables.exists(spark, cfg, ITEM_EMBEDDINGS) else None
-    truths = {slice_: df.cache() for slice_, df in slices.slice_truths(spark, cfg, truth, hist).items()}
+    truths = {slice_: cached(df) for slice_, df in slices.slice_truths(spark, cfg, truth, hist).items()}
     beyond = metrics.beyond_accuracy(lists, truth, ks, catalog, hist, vectors)
     table = slices.by_slice(lists, truths, ks).unionByName(beyond.withColumn("slice", F.lit("overall")))
     if tables.exists(spark, cfg, CANDIDATES):
@@ -166,8 +168,6 @@ def run(spark: SparkSession, cfg: Config) -> dict:
         if tables.exists(spark, cfg, RECOMMENDATIONS) else [],
         "training": training,
     }
-    for df in (lists, history, relevant, users, beyond, *truths.values()):
-        df.unpersist()  # a notebook's session outlives the job: leave its cache as it was
     storage.remove_tree(staging)
     result["report"] = report.write(os.path.join(conf.reports_dir, name), result)
     return summary(result)

@@ -40,7 +40,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from llmrec.frames import running_sum, top_per
+from llmrec.frames import CacheScope, running_sum, top_per
 
 RANKING = ("precision", "recall", "ndcg", "map", "hit", "mrr")
 BEYOND = ("catalog_coverage", "entropy", "gini", "novelty", "diversity", "serendipity")
@@ -125,20 +125,18 @@ def beyond_accuracy(recs: DataFrame, truth: DataFrame, ks: Sequence[int], catalo
             .select("user_idx", F.transform(_vector_sum(F.col("vs")), lambda x: x / F.col("n_h")).alias("h"))
         enriched = enriched.join(vectors, "item_idx", "left").join(profile, "user_idx", "left") \
             .withColumn("unexpected", F.lit(1.0) - dot(F.col("vector"), F.col("h"))).drop("h")
-    enriched = enriched.cache()  # every K aggregates the same rows
-    rows = []
-    for k in ks:
-        top = enriched.where(F.col("rank") <= k)
-        rows.append(_spread(top, k, n_items).join(_per_user(top, k, vectors is not None), "model", "outer"))
-    wide = rows[0]
-    for r in rows[1:]:
-        wide = wide.join(r, "model", "outer")
-    out = _long(wide, [(m, k) for k in ks for m in BEYOND], n_users, lambda name: F.col(f"`{name}`"))
-    out = out.cache()
-    out.count()
-    recs.unpersist()
-    enriched.unpersist()
-    return out
+    with CacheScope() as cached:
+        enriched = cached(enriched)  # every K aggregates the same rows
+        rows = []
+        for k in ks:
+            top = enriched.where(F.col("rank") <= k)
+            rows.append(_spread(top, k, n_items).join(_per_user(top, k, vectors is not None), "model", "outer"))
+        wide = rows[0]
+        for r in rows[1:]:
+            wide = wide.join(r, "model", "outer")
+        out = _long(wide, [(m, k) for k in ks for m in BEYOND], n_users, lambda name: F.col(f"`{name}`"))
+        # a few rows per model, held on the driver: nothing stays cached for the caller
+        return recs.sparkSession.createDataFrame(out.collect(), out.schema)
 
 
 def _spread(top: DataFrame, k: int, n_items: int) -> DataFrame:

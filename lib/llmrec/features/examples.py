@@ -30,7 +30,7 @@ from pyspark.sql import types as T
 from llmrec import tables
 from llmrec.conf import Config, ExamplesConf
 from llmrec.features.actions import action_phrase, actions
-from llmrec.frames import best_per, map_lookup, sample_users, top_per
+from llmrec.frames import CacheScope, best_per, map_lookup, sample_users, top_per
 from llmrec.progress import log
 from llmrec.ranker import cuts
 from llmrec.tables.schemas import (
@@ -303,11 +303,17 @@ def build(spark: SparkSession, cfg: Config) -> dict:
     For a listwise cross-encoder (train.loss) a target is a group of one positive and
     exactly neg_ratio negatives: a target short of negatives (a catalog smaller than a
     user's history) is left out, and the count logged."""
+    with CacheScope() as cached:
+        _write(spark, cfg, cached)
+    return stats(spark, cfg)
+
+
+def _write(spark: SparkSession, cfg: Config, cached: CacheScope) -> None:
     conf = cfg.examples
     as_of = cuts.val(cfg)  # review text from train pairs only: no example sees a later review
-    catalog = item_texts(spark, cfg, as_of).cache()
-    seq = sequences(spark, cfg).cache()
-    tgt = targets(seq, conf).cache()
+    catalog = cached(item_texts(spark, cfg, as_of))
+    seq = cached(sequences(spark, cfg))
+    tgt = cached(targets(seq, conf))
     users = user_texts(with_own_reviews(spark, cfg, seq, as_of), tgt, catalog, conf.history_len)
     positives = tgt.select("split", "user_idx", "target_idx", F.col("target_idx").alias("item_idx"),
                            F.lit("positive").alias("kind"))
@@ -324,9 +330,6 @@ def build(spark: SparkSession, cfg: Config) -> dict:
         .join(catalog.select("item_idx", "item_text"), "item_idx") \
         .withColumn("label", (F.col("kind") == "positive").cast("int"))
     tables.overwrite(examples, cfg, EXAMPLES)
-    for df in (catalog, seq, tgt):
-        df.unpersist()
-    return stats(spark, cfg)
 
 
 def stats(spark: SparkSession, cfg: Config) -> dict:

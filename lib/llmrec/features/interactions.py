@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import Config, InteractionsConf
-from llmrec.frames import map_lookup, top_per
+from llmrec.frames import CacheScope, map_lookup, top_per
 from llmrec.tables.schemas import (
     INTERACTIONS, ITEM_INDEX, SILVER_EVENTS, SILVER_ITEMS, SILVER_REVIEWS, USER_INDEX, Table,
 )
@@ -89,30 +89,30 @@ def build(spark: SparkSession, cfg: Config) -> dict:
     conf = cfg.interactions
     events = tables.read(spark, cfg, SILVER_EVENTS)
     reviews = tables.read_or_empty(spark, cfg, SILVER_REVIEWS)
-    weighted = weighted_events(events, reviews, conf).cache()
-    # Epoch seconds of the newest event: the "now" of decay and of the global split.
-    reference_ts = weighted.agg(F.max(F.col("ts").cast("double"))).first()[0]
-    if reference_ts is None:
-        raise ValueError("silver has no events or reviews with a known weight: nothing to build")
+    with CacheScope() as cached:
+        weighted = cached(weighted_events(events, reviews, conf))
+        # Epoch seconds of the newest event: the "now" of decay and of the global split.
+        reference_ts = weighted.agg(F.max(F.col("ts").cast("double"))).first()[0]
+        if reference_ts is None:
+            raise ValueError("silver has no events or reviews with a known weight: nothing to build")
 
-    users = weighted.groupBy(F.col("user_id")).agg(F.min("ts").alias("first_seen"))
-    catalog = tables.read(spark, cfg, SILVER_ITEMS).select("item_id", F.col("launch_ts").alias("t0"))
-    item_first = weighted.groupBy("item_id").agg(F.min("ts").alias("t1"))
-    # Every catalog item gets an index, interacted with or not (cold items too).
-    items = catalog.join(item_first, "item_id", "full") \
-        .select("item_id", F.coalesce("t1", "t0").alias("first_seen"))
-    user_index = update_index(spark, cfg, USER_INDEX, users)
-    item_index = update_index(spark, cfg, ITEM_INDEX, items)
+        users = weighted.groupBy(F.col("user_id")).agg(F.min("ts").alias("first_seen"))
+        catalog = tables.read(spark, cfg, SILVER_ITEMS).select("item_id", F.col("launch_ts").alias("t0"))
+        item_first = weighted.groupBy("item_id").agg(F.min("ts").alias("t1"))
+        # Every catalog item gets an index, interacted with or not (cold items too).
+        items = catalog.join(item_first, "item_id", "full") \
+            .select("item_id", F.coalesce("t1", "t0").alias("first_seen"))
+        user_index = update_index(spark, cfg, USER_INDEX, users)
+        item_index = update_index(spark, cfg, ITEM_INDEX, items)
 
-    pairs = aggregate(weighted, conf, reference_ts) \
-        .join(user_index.select("user_id", "user_idx"), "user_id") \
-        .join(item_index.select("item_id", "item_idx"), "item_id")
-    result = assign_split(pairs, conf, reference_ts)
-    # Clustered by user so the CSR export's per-block reads skip most files.
-    result = result.repartitionByRange(spark.sparkContext.defaultParallelism, "user_idx") \
-        .sortWithinPartitions("user_idx", "item_idx")
-    tables.overwrite(result, cfg, INTERACTIONS)
-    weighted.unpersist()
+        pairs = aggregate(weighted, conf, reference_ts) \
+            .join(user_index.select("user_id", "user_idx"), "user_id") \
+            .join(item_index.select("item_id", "item_idx"), "item_id")
+        result = assign_split(pairs, conf, reference_ts)
+        # Clustered by user so the CSR export's per-block reads skip most files.
+        result = result.repartitionByRange(spark.sparkContext.defaultParallelism, "user_idx") \
+            .sortWithinPartitions("user_idx", "item_idx")
+        tables.overwrite(result, cfg, INTERACTIONS)
     return stats(spark, cfg)
 
 

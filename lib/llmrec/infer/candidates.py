@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from llmrec import tables
 from llmrec.conf import CANDIDATE_SOURCES, CandidatesConf, Config
-from llmrec.frames import best_per, map_lookup, top_level_category, top_per
+from llmrec.frames import CacheScope, best_per, map_lookup, top_level_category, top_per
 from llmrec.infer.topk import topk
 from llmrec.progress import log
 from llmrec.ranker import cuts
@@ -178,16 +178,16 @@ def fuse(sources: dict[str, DataFrame], weights: dict[str, float], rrf_k: int, p
 
 
 def cut_candidates(spark: SparkSession, cfg: Config, cut: cuts.Cut, users: DataFrame,
-                   content: DataFrame | None, keep: list[DataFrame]) -> DataFrame:
+                   content: DataFrame | None, cached: CacheScope) -> DataFrame:
     """The fused candidates of `users` with every source fit on the cut's history. For the
     serving cut, its popularity and co-occurrence neighbours are written to their tables.
-    Cached frames go to `keep` (the caller unpersists them once the candidates are written)."""
+    What it caches stays cached in the caller's scope until the candidates are written."""
     conf = cfg.candidates
     on = {s: w for s, w in conf.weights.items() if w > 0}
-    hist = cuts.history(spark, cfg, cut).cache()
-    excluded = exclusions(hist, cfg.recommend.exclude).cache()
-    recent = recent_positive(hist, conf.history_items).cache()
-    segs = segments(spark, cfg, hist).cache()
+    hist = cached(cuts.history(spark, cfg, cut))
+    excluded = cached(exclusions(hist, cfg.recommend.exclude))
+    recent = cached(recent_positive(hist, conf.history_items))
+    segs = cached(segments(spark, cfg, hist))
     pop = popular(hist, segs, conf.per_source * 3)
     cooc = cooc_neighbors(recent, conf.neighbors) if "cooc" in on else None
     if cut.name == "serve":
@@ -197,8 +197,7 @@ def cut_candidates(spark: SparkSession, cfg: Config, cut: cuts.Cut, users: DataF
             tables.overwrite_partitions(cooc.withColumn("kind", F.lit("cooc")), cfg, ITEM_NEIGHBORS, kind=["cooc"])
             cooc = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == "cooc")
     else:
-        pop, cooc = pop.cache(), cooc.cache() if cooc is not None else None
-    keep += [df for df in (hist, excluded, recent, segs, pop, cooc) if df is not None]
+        pop, cooc = cached(pop), cached(cooc) if cooc is not None else None
 
     sources: dict[str, DataFrame] = {}
     mine = of_users(recent, users)
@@ -226,14 +225,12 @@ def build(spark: SparkSession, cfg: Config) -> dict:
         tables.overwrite_partitions(content_neighbors(vectors, conf.neighbors, conf)
                                     .withColumn("kind", F.lit("content")), cfg, ITEM_NEIGHBORS, kind=["content"])
         content = tables.read(spark, cfg, ITEM_NEIGHBORS).where(F.col("kind") == "content")
-    keep: list[DataFrame] = []
     everyone = tables.read(spark, cfg, USER_INDEX).select("user_idx")
-    serve = cut_candidates(spark, cfg, cuts.serve(cfg), everyone, content, keep)
     val_cut = cuts.val(cfg)
-    val = cut_candidates(spark, cfg, val_cut, cuts.labelled_users(spark, cfg, val_cut), content, keep)
-    tables.overwrite(serve.unionByName(val), cfg, CANDIDATES)
-    for df in keep:
-        df.unpersist()
+    with CacheScope() as cached:
+        serve = cut_candidates(spark, cfg, cuts.serve(cfg), everyone, content, cached)
+        val = cut_candidates(spark, cfg, val_cut, cuts.labelled_users(spark, cfg, val_cut), content, cached)
+        tables.overwrite(serve.unionByName(val), cfg, CANDIDATES)
     return stats(spark, cfg)
 
 

@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from llmrec import tables
 from llmrec.conf import Config
-from llmrec.frames import best_per
+from llmrec.frames import CacheScope, best_per
 from llmrec.infer import backfill, engine, rank
 from llmrec.infer.topk import topk
 from llmrec.progress import log
@@ -109,25 +109,24 @@ def search(spark: SparkSession, cfg: Config, queries: list[dict], batch: str,
     profiles = tables.read(spark, cfg, USER_INDEX).select("user_id", "user_idx") \
         .join(tables.read_or_empty(spark, cfg, USER_EMBEDDINGS)
               .select("user_idx", F.col("vector").alias("profile"), F.col("text").alias("user_text")), "user_idx")
-    q = q.join(profiles, "user_id", "left") \
-        .withColumn("vector", _personalise_udf(conf.profile_weight)(
-            engine.embed_udf(eref)("query"), F.col("profile"))).cache()
-    items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector", F.col("text").alias("second"))
-    hits = topk(q.select("qid", "vector"), items.select("item_idx", "vector"), conf.retrieve,
-                cfg.candidates.block_rows, "qid", "item_idx", index=cfg.candidates.index,
-                graph_rows=cfg.candidates.graph_rows, ef_search=cfg.candidates.ef_search) \
-        .select("qid", F.col("cid").alias("item_idx"), F.col("score").alias("retrieval_score"))
-    first = F.pandas_udf(_first_texts, T.StringType())("query", "user_text")
-    pairs = hits.join(q.select("qid", "query_id", "query", "user_id", "user_text"), "qid") \
-        .join(items.select("item_idx", "second"), "item_idx").withColumn("first", first)
-    scored = rank.with_ce_scores(spark, pairs, sref) \
-        .withColumn("cos01", (F.col("retrieval_score") + 1.0) / 2.0) \
-        .withColumn("score", rank.blend("ce_score", "cos01", conf.blend))
-    results = best_per(scored, "query_id", conf.k) \
-        .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
-        .withColumn("batch", F.lit(batch))
-    tables.overwrite_partitions(results, cfg, SEARCH_RESULTS, batch=[batch])
-    q.unpersist()
+    with CacheScope() as cached:
+        q = cached(q.join(profiles, "user_id", "left").withColumn("vector", _personalise_udf(conf.profile_weight)(
+            engine.embed_udf(eref)("query"), F.col("profile"))))
+        items = tables.read(spark, cfg, ITEM_EMBEDDINGS).select("item_idx", "vector", F.col("text").alias("second"))
+        hits = topk(q.select("qid", "vector"), items.select("item_idx", "vector"), conf.retrieve,
+                    cfg.candidates.block_rows, "qid", "item_idx", index=cfg.candidates.index,
+                    graph_rows=cfg.candidates.graph_rows, ef_search=cfg.candidates.ef_search) \
+            .select("qid", F.col("cid").alias("item_idx"), F.col("score").alias("retrieval_score"))
+        first = F.pandas_udf(_first_texts, T.StringType())("query", "user_text")
+        pairs = hits.join(q.select("qid", "query_id", "query", "user_id", "user_text"), "qid") \
+            .join(items.select("item_idx", "second"), "item_idx").withColumn("first", first)
+        scored = rank.with_ce_scores(spark, pairs, sref) \
+            .withColumn("cos01", (F.col("retrieval_score") + 1.0) / 2.0) \
+            .withColumn("score", rank.blend("ce_score", "cos01", conf.blend))
+        results = best_per(scored, "query_id", conf.k) \
+            .join(tables.read(spark, cfg, ITEM_INDEX).select("item_idx", "item_id"), "item_idx") \
+            .withColumn("batch", F.lit(batch))
+        tables.overwrite_partitions(results, cfg, SEARCH_RESULTS, batch=[batch])
     return summary(spark, cfg, batch)
 
 

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from llmrec.conf import CANDIDATE_SOURCES, Config
 from llmrec.evaluate import metrics
-from llmrec.frames import top_per
+from llmrec.frames import CacheScope, top_per
 
 WEIGHT_LEVELS = (0.0, 0.3, 1.0, 2.0)
 SLOTS = (0, 1, 2)
@@ -128,11 +128,11 @@ def new_item_slots(frame: DataFrame, truth: DataFrame, cold: DataFrame, how: dic
     cold_users = cold.select("user_idx").distinct().count()
     floor = cfg.ranker.cold_item_floor if cold_users else 0.0  # no cold pair: nothing to hold to
     text_only = {"kind": "source", "source": "profile"}
-    lists = _lists(frame, [how, text_only], k, SLOTS).cache()
     name = {n: label(how) + (f"+{n}" if n else "") for n in SLOTS}
-    nd, rec = _figures(lists, truth, k, "ndcg"), _figures(lists, truth, k, "recall")
-    cold_rec = _figures(lists, cold, k, "recall") if floor else {}
-    lists.unpersist()
+    with CacheScope() as cached:
+        lists = cached(_lists(frame, [how, text_only], k, SLOTS))
+        nd, rec = _figures(lists, truth, k, "ndcg"), _figures(lists, truth, k, "recall")
+        cold_rec = _figures(lists, cold, k, "recall") if floor else {}
     profile = cold_rec.get(label(text_only), 0.0) if cfg.candidates.weights.get("profile", 0) > 0 else 0.0
     figures = {n: {"ndcg": nd[name[n]], "recall": rec[name[n]], "cold_recall": cold_rec.get(name[n])}
                for n in SLOTS}

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from llmrec import storage, tables
 from llmrec.conf import Config
-from llmrec.frames import sample_users
+from llmrec.frames import CacheScope, sample_users
 from llmrec.progress import log
 from llmrec.infer import rank
 from llmrec.ranker import choose, cuts, features, saved
@@ -60,6 +60,11 @@ def _estimator(cfg: Config):
 
 def run(spark: SparkSession, cfg: Config) -> dict:
     """Fits the ranker on the validation cut and writes the model and ranker.json."""
+    with CacheScope() as cached:
+        return _fit(spark, cfg, cached)
+
+
+def _fit(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
     import xgboost
 
     conf, cut = cfg.ranker, cuts.val(cfg)
@@ -75,7 +80,7 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     # importance all read the rows.
     staging = saved.output_dir(cfg) + ".staging"
     frame.write.mode("overwrite").parquet(staging)
-    frame = spark.read.parquet(staging).cache()
+    frame = cached(spark.read.parquet(staging))
     counts = {r["role"]: (r["users"], r["rows"], r["positives"]) for r in frame.groupBy("role").agg(
         F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows"),
         F.sum("label").alias("positives")).collect()}
@@ -93,11 +98,11 @@ def run(spark: SparkSession, cfg: Config) -> dict:
              conf.num_workers)
     model = _estimator(cfg).fit(features.assemble(train, names))
     booster = model.get_booster()
-    holdout = model.transform(features.assemble(frame.where(F.col("role") == "holdout"), names)).cache()
+    holdout = cached(model.transform(features.assemble(frame.where(F.col("role") == "holdout"), names)))
     truth = cuts.relevant(spark, cfg, cut.label_split)
     fit_users = frame.where(F.col("role") != "holdout").select("user_idx").distinct()
     hold_users = frame.where(F.col("role") == "holdout").select("user_idx").distinct()
-    truth_holdout = truth.join(hold_users, "user_idx", "left_semi").cache()
+    truth_holdout = cached(truth.join(hold_users, "user_idx", "left_semi"))
     known = cuts.history(spark, cfg, cut).select("item_idx").distinct()
     choice = choose.choose(spark, cfg, frame.where(F.col("role") != "holdout"), holdout,
                            truth.join(fit_users, "user_idx", "left_semi"), truth_holdout,
@@ -117,9 +122,6 @@ def run(spark: SparkSession, cfg: Config) -> dict:
     }
     summary["model_id"] = f"ranker@{fingerprint(summary)}"
     storage.write_text(spark, os.path.join(out, "ranker.json"), json.dumps(summary, indent=1, default=str))
-    holdout.unpersist()
-    truth_holdout.unpersist()
-    frame.unpersist()
     storage.remove_tree(staging)
     nd = choice["val_ndcg"]
     held_out = counts.get("holdout", (0, 0, 0))[0]

@@ -25,6 +25,11 @@ _NOT_IN_FINGERPRINT = {"resume", "log_every", "threads_per_proc", "distributor_l
                        "backend", "reader"}
 
 
+# Rank 0's last write to the launcher's return takes seconds (processes exit, the Spark
+# job ends); far longer means something waited out a timeout.
+LATE_RETURN_S = 60
+
+
 class TrainingFailed(RuntimeError):
     pass
 
@@ -121,4 +126,9 @@ def run(spark, cfg: Config, force: bool = False) -> dict:
                                                     " (see the processes' log above)"))
     if launcher_error:
         log.warning("train: the launcher reported %s, but rank 0 finished; outputs checked", launcher_error)
+    result["timing"]["finish_to_return_s"] = lag = time.time() - result["finished_at"]
+    if lag > LATE_RETURN_S:
+        log.warning("train: the launcher returned %.0f s after rank 0 finished. Under TorchDistributor this "
+                    "is torchrun's exit barrier: rank 0's agent waits up to 300 s for the agent of a rank "
+                    "whose process exited with an error after the run (see the processes' log above)", lag)
     return result
