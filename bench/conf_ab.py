@@ -9,7 +9,7 @@ machine's speed over the runs then weighs on both alike). Every run starts from 
 raw files with the previous run's tables removed, so each is a first load, and the
 tables' digests must be equal across runs (the same rows whatever the setting). Writes
 bench/results/conf_ab_<events, e.g. 10m>.json (or --out): each run's stage times, peak memory
-(summed PSS) and load average, and B's median pipeline time over A's. spark.driver.memory as
+(summed PSS), load average and each table's data files, and B's median pipeline time over A's. spark.driver.memory as
 a setting is the run's JVM heap (given at launch: a session cannot change it).
 """
 from __future__ import annotations
@@ -38,6 +38,22 @@ def clear_tables(root: Path) -> None:
             shutil.rmtree(path)
         elif path.is_file():
             path.unlink()
+
+
+def live_files(root: Path) -> dict[str, int]:
+    """Data files in each Delta table's current version (its log's adds less its removes)."""
+    out = {}
+    for log in sorted(root.rglob("_delta_log")):
+        live: set[str] = set()
+        for commit in sorted(log.glob("*.json")):
+            for line in commit.read_text().splitlines():
+                action = json.loads(line)
+                if "add" in action:
+                    live.add(action["add"]["path"])
+                elif "remove" in action:
+                    live.discard(action["remove"]["path"])
+        out[str(log.parent.relative_to(root))] = len(live)
+    return out
 
 
 def main() -> None:
@@ -71,7 +87,7 @@ def main() -> None:
         peak = result["peak_rss"]  # sampled while the stages ran, as ingest_pipeline.py reports it
         runs.append({"arm": arm, "settings": settings[arm], "times_s": result["times"],
                      "peak_pss_gb": round(peak / 2**30, 2), "load_avg_before": before,
-                     "digests": result["digests"]})
+                     "digests": result["digests"], "data_files": live_files(root)})
         print(f"{arm} {settings[arm]}: {result['times']['pipeline']:.1f} s, peak {peak / 2**30:.2f} GB, "
               f"load {before}", flush=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -47,7 +47,8 @@ def cross_encoder_auc(spark: SparkSession, cfg: Config) -> float | None:
     pairs = tables.read(spark, cfg, EXAMPLES).where(F.col("split") == "test") \
         .select(F.col("user_text").alias("first"), F.col("item_text").alias("second"), "label")
     with CacheScope() as cached:
-        return metrics.auc(cached(rank.with_ce_scores(spark, pairs, rank.score_ref(cfg, path))), "ce_score", "label")
+        scored = cached(rank.with_ce_scores(spark, pairs, rank.score_ref(cfg, path)))
+        return metrics.auc(scored, "ce_score", "label")
 
 
 def popularity_profile(lists: DataFrame, hist: DataFrame, catalog: DataFrame, k: int) -> list[dict]:
