@@ -9,8 +9,9 @@ machine's speed over the runs then weighs on both alike). Every run starts from 
 raw files with the previous run's tables removed, so each is a first load, and the
 tables' digests must be equal across runs (the same rows whatever the setting). Writes
 bench/results/conf_ab_<events, e.g. 10m>.json (or --out): each run's stage times, peak memory
-(summed PSS), load average and each table's data files, and B's median pipeline time over A's. spark.driver.memory as
-a setting is the run's JVM heap (given at launch: a session cannot change it).
+(summed PSS), load average and each table's live data files, and B's median pipeline time
+over A's. spark.driver.memory as a setting is the run's JVM heap (given at launch: a
+session cannot change it).
 """
 from __future__ import annotations
 
