@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest_pipeline as bench  # noqa: E402
+import spark_profile  # noqa: E402
 from speed import load, machine  # noqa: E402
 
 
@@ -39,22 +40,6 @@ def clear_tables(root: Path) -> None:
             shutil.rmtree(path)
         elif path.is_file():
             path.unlink()
-
-
-def live_files(root: Path) -> dict[str, int]:
-    """Data files in each Delta table's current version (its log's adds less its removes)."""
-    out = {}
-    for log in sorted(root.rglob("_delta_log")):
-        live: set[str] = set()
-        for commit in sorted(log.glob("*.json")):
-            for line in commit.read_text().splitlines():
-                action = json.loads(line)
-                if "add" in action:
-                    live.add(action["add"]["path"])
-                elif "remove" in action:
-                    live.discard(action["remove"]["path"])
-        out[str(log.parent.relative_to(root))] = len(live)
-    return out
 
 
 def main() -> None:
@@ -88,7 +73,7 @@ def main() -> None:
         peak = result["peak_rss"]  # sampled while the stages ran, as ingest_pipeline.py reports it
         runs.append({"arm": arm, "settings": settings[arm], "times_s": result["times"],
                      "peak_pss_gb": round(peak / 2**30, 2), "load_avg_before": before,
-                     "digests": result["digests"], "data_files": live_files(root)})
+                     "digests": result["digests"], "data_files": spark_profile.live_files(str(root))})
         print(f"{arm} {settings[arm]}: {result['times']['pipeline']:.1f} s, peak {peak / 2**30:.2f} GB, "
               f"load {before}", flush=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from speed import load, machine, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
+from standalone import free_port  # noqa: E402  (the integration tests' loopback port)
 WORKER = """
 import os, torch, torch.distributed as dist
 dist.init_process_group("gloo")
@@ -32,12 +33,6 @@ dist.all_reduce(t)
 dist.destroy_process_group()
 os._exit(1 if os.environ["RANK"] == os.environ["FAIL_RANK"] else 0)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_run(worker: str, fail_rank: str) -> dict:

@@ -99,6 +99,24 @@ def commits(storage_root: str, since_ms: float = 0, until_ms: float = float("inf
     return sorted(found, key=lambda c: c["ts"])
 
 
+def live_files(storage_root: str) -> dict[str, int]:
+    """Data files in the current version of each Delta table under storage_root (its log's
+    adds less its removes)."""
+    out = {}
+    for log in sorted(glob.glob(os.path.join(storage_root, "**", "_delta_log"), recursive=True)):
+        live: set[str] = set()
+        for commit in sorted(glob.glob(os.path.join(log, "*.json"))):
+            with open(commit) as f:
+                for line in f:
+                    action = json.loads(line)
+                    if "add" in action:
+                        live.add(action["add"]["path"])
+                    elif "remove" in action:
+                        live.discard(action["remove"]["path"])
+        out[os.path.relpath(os.path.dirname(log), storage_root)] = len(live)
+    return out
+
+
 def table(steps: dict[str, dict]) -> str:
     """The by_step figures as a markdown table, steps in the order they first appear."""
     cols = ["jobs", "delta_jobs", "stages", "skipped_stages", "tasks", "job_s", "input_mb",
