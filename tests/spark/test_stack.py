@@ -1,11 +1,17 @@
 """The pinned stack works together: PySpark 4.0 pandas UDFs and Arrow transfers on
 pyarrow 14 (the newest pyarrow petastorm 0.13.1 can use), Delta reads and writes."""
+import os
 from typing import Iterator
 
 import pandas as pd
 import pyarrow
 import pyspark
+import pytest
 from pyspark.sql import functions as F
+
+from helpers import make_config
+from llmrec import tables
+from llmrec.tables.schemas import STAGE_RUNS
 
 
 def test_pins():
@@ -38,3 +44,19 @@ def test_local_sessions_use_small_tungsten_pages(spark):
     small its table (by default heap / cores / 16: 32 MB at 2g): local sessions use 2 MB
     pages, so a long session does not fill its heap with them."""
     assert spark.sparkContext._jvm.org.apache.spark.SparkEnv.get().memoryManager().pageSizeBytes() == 2 << 20
+
+
+def test_a_table_version_is_its_newest_commit_read_from_the_log(spark, tmp_path):
+    """tables.version lists the Delta log instead of running DeltaTable.history's job: the
+    same number, checkpoints (and their Parquet and CRC files) not taken for commits."""
+    from delta.tables import DeltaTable
+
+    cfg = make_config(tmp_path)
+    path = tables.path(cfg, STAGE_RUNS)
+    with pytest.raises(FileNotFoundError, match="meta.stage_runs"):
+        tables.version(spark, cfg, STAGE_RUNS)
+    spark.range(2).write.format("delta").option("delta.checkpointInterval", "2").save(path)
+    for _ in range(3):
+        spark.range(2).write.format("delta").mode("append").save(path)
+    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(os.path.join(path, "_delta_log")))
+    assert tables.version(spark, cfg, STAGE_RUNS) == DeltaTable.forPath(spark, path).history(1).first()["version"] == 3

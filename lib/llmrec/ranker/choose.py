@@ -70,30 +70,35 @@ def label(how: dict) -> str:
             "source": lambda: f"source:{how['source']}", "blend": lambda: f"blend@{how['blend']:g}"}[kind]()
 
 
-def top_k(scored: DataFrame, k: int, new_slots: int) -> DataFrame:
+def top_k(scored: DataFrame, k: int, new_slots: int | Column, per: tuple[str, ...] = ()) -> DataFrame:
     """Each user's k best by `final` (ties: smaller item), where the best `new_slots` new
-    items (no one in the history has them) are always among the k; ranked by `final`."""
+    items (no one in the history has them) are always among the k; ranked by `final`.
+    `per`: more key columns, for several lists per user in one frame (one per ordering)."""
     by_final = [F.col("final").desc(), F.col("item_idx")]
     new = F.col("new_item") > 0
-    ranked = top_per(scored.withColumn("_new", new), ["user_idx", "_new"], None, *by_final, rank="_n")
+    ranked = top_per(scored.withColumn("_new", new), [*per, "user_idx", "_new"], None, *by_final, rank="_n")
     reserved = F.col("_new") & (F.col("_n") <= new_slots)
-    chosen = top_per(ranked.withColumn("_p", F.when(reserved, 0).otherwise(1)), "user_idx", k, "_p", *by_final,
-                     rank="_c")
-    return top_per(chosen, "user_idx", None, *by_final).drop("_new", "_n", "_p", "_c")
+    chosen = top_per(ranked.withColumn("_p", F.when(reserved, 0).otherwise(1)), [*per, "user_idx"], k, "_p",
+                     *by_final, rank="_c")
+    return top_per(chosen, [*per, "user_idx"], None, *by_final).drop("_new", "_n", "_p", "_c")
 
 
 def _lists(frame: DataFrame, orderings: list[dict], k: int, slots: tuple[int, ...] = (0,)) -> DataFrame:
     """(model, user_idx, item_idx, rank) of every ordering with each count of new-item
     slots (model: the ordering's label, then "+<n>" for n > 0 slots). Orderings with the
-    same label (the fusion, untuned, is also its own tuned version) are listed once."""
-    out = None
-    for how in {label(h): h for h in orderings}.values():
-        scored = frame.withColumn("final", final(how))
-        for n in slots:
-            part = top_k(scored, k, n).select(F.lit(label(how) + (f"+{n}" if n else "")).alias("model"),
-                                              "user_idx", "item_idx", "rank")
-            out = part if out is None else out.unionByName(part)
-    return out
+    same label (the fusion, untuned, is also its own tuned version) are listed once.
+
+    One frame for them all: each candidate once per (ordering, slots), ranked by one set
+    of window sorts keyed by the model, not one set (and a dozen small jobs) per ordering."""
+    ways = list({label(h): h for h in orderings}.values())
+    variants = frame.sparkSession.createDataFrame(
+        [(i, n, label(h) + (f"+{n}" if n else "")) for i, h in enumerate(ways) for n in slots],
+        "_way int, _slots int, model string")
+    by_way = F.when(F.col("_way") == 0, final(ways[0]))
+    for i, how in enumerate(ways[1:], 1):
+        by_way = by_way.when(F.col("_way") == i, final(how))
+    scored = frame.crossJoin(F.broadcast(variants)).withColumn("final", by_way)
+    return top_k(scored, k, F.col("_slots"), per=("model",)).select("model", "user_idx", "item_idx", "rank")
 
 
 def _figures(lists: DataFrame, truth: DataFrame, k: int, metric: str) -> dict[str, float]:

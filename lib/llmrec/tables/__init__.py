@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec.stamps import utc_now
+from llmrec import storage
 from llmrec.conf import Config, join
 from llmrec.progress import log
 from llmrec.tables.schemas import LEDGER, Table
@@ -79,9 +80,18 @@ def read(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
 
 
 def version(spark: SparkSession, cfg: Config, table: Table) -> int:
-    from delta.tables import DeltaTable
+    """The table's newest version: its highest numbered commit file, found by listing the
+    Delta log as Delta itself does (log cleanup never removes the newest). No Spark job,
+    unlike DeltaTable.history: a pipeline asks this a hundred times, for every stage's
+    inputs and outputs."""
+    import pyarrow.fs as pafs
 
-    return DeltaTable.forPath(spark, path(cfg, table)).history(1).first()["version"]
+    fs, log_dir = storage.arrow_fs(join(path(cfg, table), "_delta_log"))
+    names = (info.base_name for info in fs.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True)))
+    versions = [int(n[:-len(".json")]) for n in names if n.endswith(".json") and n[:-len(".json")].isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"table {table.qualified} not found at {path(cfg, table)}")
+    return max(versions)
 
 
 def read_or_empty(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
