@@ -8,7 +8,7 @@ On one thread (as each Spark task runs it):
            --tokens tokens: 64*tokens x 384 by 384 x 1536): the core's practical peak
   model    pairs/s of engine.run scoring --pairs random-word pairs, each cut to --tokens
            tokens, with the bundled MiniLM as a cross-encoder (random head: the cost is
-           the encoder's), batches of infer.batch_size
+           the encoder's), in batches of 64 (infer.batch_size's default)
   bound    the pairs/s the matmul rate would give if every model FLOP ran at it (FLOPs per
            pair counted from the config: 4 projections and 2 feed-forward matrices per
            layer, attention scores and sums), and model / bound
