@@ -76,10 +76,10 @@ def main() -> None:
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
         model.save_pretrained(tmp)
-        model_mod.load_tokenizer(base).save_pretrained(tmp)
+        tokenizer = model_mod.load_tokenizer(base)
+        tokenizer.save_pretrained(tmp)
         ref = engine.ModelRef(tmp, "score", args.tokens, "longest_first", batch_size=64, threads=1)
-        words = model_mod.load_tokenizer(base).get_vocab()
-        vocab = [w for w in words if w.isalpha()]
+        vocab = [w for w in tokenizer.get_vocab() if w.isalpha()]
         rng = random.Random(0)
         text = lambda n: " ".join(rng.choice(vocab) for _ in range(n))  # noqa: E731
         first = [text(args.tokens) for _ in range(args.pairs)]  # long enough to be cut to --tokens

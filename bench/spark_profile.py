@@ -79,23 +79,27 @@ def by_step(folder: str) -> dict[str, dict]:
     return result
 
 
+def _logs(storage_root: str):
+    """(table, [each commit's actions, in version order]) for every Delta table under storage_root."""
+    for log in sorted(glob.glob(os.path.join(storage_root, "**", "_delta_log"), recursive=True)):
+        versions = []
+        for commit in sorted(glob.glob(os.path.join(log, "*.json"))):
+            with open(commit) as f:
+                versions.append([json.loads(line) for line in f])
+        yield os.path.relpath(os.path.dirname(log), storage_root), versions
+
+
 def commits(storage_root: str, since_ms: float = 0, until_ms: float = float("inf")) -> list[dict]:
     """Every Delta commit under storage_root made between the two epoch times (ms)."""
     found = []
-    for log in glob.glob(os.path.join(storage_root, "**", "_delta_log", "*.json"), recursive=True):
-        table = os.path.relpath(os.path.dirname(os.path.dirname(log)), storage_root)
-        added = 0
-        info = {}
-        with open(log) as f:
-            for line in f:
-                action = json.loads(line)
-                added += "add" in action
-                info = action.get("commitInfo", info)
-        if info and since_ms <= info.get("timestamp", 0) <= until_ms:
-            metrics = info.get("operationMetrics") or {}
-            found.append({"table": table, "ts": info["timestamp"], "operation": info.get("operation"),
-                          "files_added": added,
-                          "rows": int(metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)))})
+    for table, versions in _logs(storage_root):
+        for actions in versions:
+            info = next((a["commitInfo"] for a in reversed(actions) if "commitInfo" in a), {})
+            if info and since_ms <= info.get("timestamp", 0) <= until_ms:
+                metrics = info.get("operationMetrics") or {}
+                found.append({"table": table, "ts": info["timestamp"], "operation": info.get("operation"),
+                              "files_added": sum("add" in a for a in actions),
+                              "rows": int(metrics.get("numOutputRows", metrics.get("numTargetRowsInserted", 0)))})
     return sorted(found, key=lambda c: c["ts"])
 
 
@@ -103,17 +107,14 @@ def live_files(storage_root: str) -> dict[str, int]:
     """Data files in the current version of each Delta table under storage_root (its log's
     adds less its removes)."""
     out = {}
-    for log in sorted(glob.glob(os.path.join(storage_root, "**", "_delta_log"), recursive=True)):
+    for table, versions in _logs(storage_root):
         live: set[str] = set()
-        for commit in sorted(glob.glob(os.path.join(log, "*.json"))):
-            with open(commit) as f:
-                for line in f:
-                    action = json.loads(line)
-                    if "add" in action:
-                        live.add(action["add"]["path"])
-                    elif "remove" in action:
-                        live.discard(action["remove"]["path"])
-        out[os.path.relpath(os.path.dirname(log), storage_root)] = len(live)
+        for action in (a for actions in versions for a in actions):
+            if "add" in action:
+                live.add(action["add"]["path"])
+            elif "remove" in action:
+                live.discard(action["remove"]["path"])
+        out[table] = len(live)
     return out
 
 
