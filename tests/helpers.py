@@ -19,11 +19,19 @@ PINNED = ("interactions.split.method=leave_last", "examples.negatives=popularity
           "examples.item_reviews=false", "examples.user_reviews=false")
 
 
+def config_overrides(root: Path, *overrides: str) -> list[str]:
+    """The settings tests run with over conf/local.yaml: local[2], tables under `root`, PINNED."""
+    return ["spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g", *PINNED,
+            f"storage.root={root}", *overrides]
+
+
 def make_config(root: Path, *overrides: str) -> conf_mod.Config:
-    """Config for tests: local[2], tables under `root`, PINNED."""
-    return conf_mod.load(ROOT / "conf" / "local.yaml", [
-        "spark.master=local[2]", "spark.shuffle_partitions=4", "spark.driver_memory=2g", *PINNED,
-        f"storage.root={root}", *overrides])
+    return conf_mod.load(ROOT / "conf" / "local.yaml", config_overrides(root, *overrides))
+
+
+def job_args(root: Path, *overrides: str) -> list[str]:
+    """The same settings as a job's command line (`--set k=v ...`), for cli.invoke."""
+    return [arg for s in config_overrides(root, *overrides) for arg in ("--set", s)]
 
 
 def write_silver(spark, cfg, events, reviews, items, day):

@@ -46,6 +46,7 @@ class Cluster:
                         PYSPARK_PYTHON=PYTHON)
         self.logs = open(work / "daemons.log", "w")
         self.procs: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []
         self._spawn("org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
                     str(self.port), "--webui-port", str(self.ui))
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() is None, "master")
@@ -69,7 +70,20 @@ class Cluster:
                              "--webui-port", str(free_port()), "--cores", str(cores), "--memory",
                              memory, self.url, env=env)
         wait_for(lambda: self.state()["aliveworkers"] > alive, "worker registration")
+        self.workers.append(worker)
         return worker
+
+    def remove_workers(self) -> None:
+        """Stops every worker (and its executors), leaving the master to the next test."""
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(20)
+        self.workers.clear()
+        wait_for(lambda: self.state()["aliveworkers"] == 0, "workers to leave the master")
+
+    def app_ids(self, state: str = "completedapps") -> set[str]:
+        return {app["id"] for app in self.state()[state]}
 
     def kill(self, worker: subprocess.Popen) -> None:
         """Kills a worker and its executors at once, as a lost machine would."""

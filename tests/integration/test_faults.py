@@ -20,7 +20,7 @@ from llmrec import cli, tables
 from llmrec.tables.schemas import (
     BRONZE, INTERACTIONS, ITEM_EMBEDDINGS, ITEM_INDEX, SILVER, USER_EMBEDDINGS, USER_INDEX,
 )
-from standalone import Cluster, submit_cmd
+from standalone import submit_cmd
 
 
 
@@ -64,13 +64,10 @@ def same_rows(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A master and two 1-core workers: one can be lost while the other carries on."""
-    cl = Cluster(tmp_path_factory.mktemp("faults"))
-    try:
-        yield cl
-    finally:
-        cl.stop()
+def cluster(master):
+    """The shared master; the test adds 1-core workers: one can be lost while another carries on."""
+    yield master
+    master.remove_workers()
 
 
 @pytest.mark.timeout(1500)

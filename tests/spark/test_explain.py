@@ -10,8 +10,8 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from helpers import SHOP, make_config, tiny
-from llmrec import stages, tables
+from helpers import SHOP, job_args, make_config, tiny
+from llmrec import cli, tables
 from llmrec.evaluate import explain
 from llmrec.features import examples as ex
 from llmrec.infer import backfill, candidates, rank
@@ -212,14 +212,17 @@ def test_rerun_gives_the_same_rows(spark, explained):
 
 
 def test_explain_one_user(spark, explained, tiny_dir, capsys):
-    cfg = make_config(explained.cfg.storage.root, *SHOP, *tiny(tiny_dir), "explain.token_ranks=1",
-                      "explain.method=integrated_gradients", "explain.ig_steps=8")
+    """`explain --user` through the job's own command line (cli.invoke: its parser, config
+    and stage, in this process)."""
+    settings = (*SHOP, *tiny(tiny_dir), "explain.token_ranks=1", "explain.method=integrated_gradients",
+                "explain.ig_steps=8")
+    cfg = make_config(explained.cfg.storage.root, *settings)
     before = table_rows(spark, cfg)
     user_idx = min(u for (u, _), r in before.items() if r["top_history"])
     user_id = before[(user_idx, 1)]["user_id"]
     version = tables.version(spark, cfg, RECOMMENDATIONS)
 
-    result = stages.explain(spark, cfg, Namespace(user=user_id))
+    result = cli.invoke("explain", ["--user", user_id, *job_args(explained.cfg.storage.root, *settings)])
     out = capsys.readouterr().out
     after = table_rows(spark, cfg)
     mine = sorted(k for k in before if k[0] == user_idx)
@@ -247,5 +250,5 @@ def test_explain_one_user(spark, explained, tiny_dir, capsys):
                 [t["token"] for t in row["tokens"] if t["side"] == side]
 
     with pytest.raises(ValueError, match="unknown user 'no-such-user'"):
-        stages.explain(spark, cfg, Namespace(user="no-such-user"))
+        cli.invoke("explain", ["--user", "no-such-user", *job_args(explained.cfg.storage.root, *settings)])
     assert tables.version(spark, cfg, RECOMMENDATIONS) == version + 1

@@ -46,9 +46,10 @@ def test_local_sessions_use_small_tungsten_pages(spark):
     assert spark.sparkContext._jvm.org.apache.spark.SparkEnv.get().memoryManager().pageSizeBytes() == 2 << 20
 
 
-def test_a_table_version_is_its_newest_commit_read_from_the_log(spark, tmp_path):
-    """tables.version lists the Delta log instead of running DeltaTable.history's job: the
-    same number, checkpoints (and their Parquet and CRC files) not taken for commits."""
+def test_a_tables_version_and_rows_written_are_read_from_its_log(spark, tmp_path):
+    """tables.version, rows_written and last_commit_changed read the Delta log's files
+    instead of running DeltaTable.history's job: the same figures, checkpoints (and their
+    Parquet and CRC files) not taken for commits."""
     from delta.tables import DeltaTable
 
     cfg = make_config(tmp_path)
@@ -60,3 +61,13 @@ def test_a_table_version_is_its_newest_commit_read_from_the_log(spark, tmp_path)
         spark.range(2).write.format("delta").mode("append").save(path)
     assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(os.path.join(path, "_delta_log")))
     assert tables.version(spark, cfg, STAGE_RUNS) == DeltaTable.forPath(spark, path).history(1).first()["version"] == 3
+    # version 4: a MERGE updating the 4 rows of id 1 and inserting ids 2 and 3
+    DeltaTable.forPath(spark, path).alias("t").merge(spark.range(1, 4).alias("s"), "t.id = s.id") \
+        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+    changed = {r.version: tables._rows_changed(r.operation, r.operationMetrics)
+               for r in DeltaTable.forPath(spark, path).history().collect()}
+    assert changed == {0: 2, 1: 2, 2: 2, 3: 2, 4: 6}
+    assert tables.rows_written(spark, cfg, STAGE_RUNS, None) == 14
+    assert tables.rows_written(spark, cfg, STAGE_RUNS, 2) == 8
+    assert tables.rows_written(spark, cfg, STAGE_RUNS, 4) == 0
+    assert tables.last_commit_changed(spark, cfg, STAGE_RUNS) == 6

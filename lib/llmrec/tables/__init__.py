@@ -79,19 +79,39 @@ def read(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
     return spark.read.format("delta").load(path(cfg, table))
 
 
+def _commit_files(cfg: Config, table: Table) -> tuple[object, dict[int, str]]:
+    """(file system, {version: path of its commit file}) from a listing of the Delta log."""
+    import pyarrow.fs as pafs
+
+    fs, log_dir = storage.arrow_fs(join(path(cfg, table), "_delta_log"))
+    infos = fs.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True))
+    commits = {int(i.base_name[:-len(".json")]): i.path for i in infos
+               if i.base_name.endswith(".json") and i.base_name[:-len(".json")].isdigit()}
+    if not commits:
+        raise FileNotFoundError(f"table {table.qualified} not found at {path(cfg, table)}")
+    return fs, commits
+
+
 def version(spark: SparkSession, cfg: Config, table: Table) -> int:
     """The table's newest version: its highest numbered commit file, found by listing the
     Delta log as Delta itself does (log cleanup never removes the newest). No Spark job,
     unlike DeltaTable.history: a pipeline asks this a hundred times, for every stage's
     inputs and outputs."""
-    import pyarrow.fs as pafs
+    return max(_commit_files(cfg, table)[1])
 
-    fs, log_dir = storage.arrow_fs(join(path(cfg, table), "_delta_log"))
-    names = (info.base_name for info in fs.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True)))
-    versions = [int(n[:-len(".json")]) for n in names if n.endswith(".json") and n[:-len(".json")].isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"table {table.qualified} not found at {path(cfg, table)}")
-    return max(versions)
+
+def _commit_infos(cfg: Config, table: Table, versions: Callable[[list[int]], list[int]]) -> list[dict]:
+    """The commitInfo actions (operation, operationMetrics, ...) of the chosen commits, read
+    from their files in the Delta log: what DeltaTable.history returns, without its Spark job."""
+    import json
+
+    fs, commits = _commit_files(cfg, table)
+    infos = []
+    for v in versions(sorted(commits)):
+        with fs.open_input_stream(commits[v]) as f:
+            actions = (json.loads(line) for line in f.read().decode().splitlines() if line.strip())
+            infos += [a["commitInfo"] for a in actions if "commitInfo" in a]
+    return infos
 
 
 def read_or_empty(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
@@ -140,13 +160,9 @@ def _rows_changed(operation: str, metrics: dict | None) -> int:
 def rows_written(spark: SparkSession, cfg: Config, table: Table, since: int | None) -> int:
     """Rows the table's commits after version `since` (all, if None) inserted or updated,
     from their operation metrics: nothing is counted by reading data."""
-    from delta.tables import DeltaTable
-
-    history = DeltaTable.forPath(spark, path(cfg, table)).history()
-    if since is not None:
-        history = history.where(F.col("version") > since)
-    return sum(_rows_changed(r["operation"], r["operationMetrics"])
-               for r in history.select("operation", "operationMetrics").collect())
+    floor = -1 if since is None else since
+    return sum(_rows_changed(c["operation"], c.get("operationMetrics"))
+               for c in _commit_infos(cfg, table, lambda vs: [v for v in vs if v > floor]))
 
 
 def _literal(value) -> str:
@@ -195,10 +211,8 @@ def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
 
 def last_commit_changed(spark: SparkSession, cfg: Config, table: Table) -> int:
     """Rows the table's latest commit inserted or updated."""
-    from delta.tables import DeltaTable
-
-    last = DeltaTable.forPath(spark, path(cfg, table)).history(1).first()
-    return _rows_changed(last["operation"], last["operationMetrics"])
+    (last,) = _commit_infos(cfg, table, lambda vs: vs[-1:])
+    return _rows_changed(last["operation"], last.get("operationMetrics"))
 
 
 @_retrying
