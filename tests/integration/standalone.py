@@ -82,9 +82,6 @@ class Cluster:
         self.workers.clear()
         wait_for(lambda: self.state()["aliveworkers"] == 0, "workers to leave the master")
 
-    def app_ids(self, state: str = "completedapps") -> set[str]:
-        return {app["id"] for app in self.state()[state]}
-
     def kill(self, worker: subprocess.Popen) -> None:
         """Kills a worker and its executors at once, as a lost machine would."""
         os.killpg(worker.pid, signal.SIGKILL)

@@ -44,7 +44,7 @@ def test_pipeline_stages_on_standalone_cluster(spark, cluster, tmp_path, tiny_di
     # (`explain --user` through the job's command line: tests/spark/test_explain.py.)
     stages = "generate,ingest,clean,interactions,examples,tokenize,embed,candidates,ranker,recommend,search," \
         "explain,evaluate"
-    apps_before = cluster.app_ids()
+    apps_before = {app["id"] for app in cluster.state()["completedapps"]}
     served = submit("pipeline", "--stages", stages, *sets, *evaluate, master=cluster.url, timeout=1500)
     assert served.returncode == 0, f"pipeline failed:\n{served.output[-3000:]}"
     assert "stage tokenize: done" in served.output and "stage train" not in served.output
