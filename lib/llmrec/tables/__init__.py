@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
+import json
 import random
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -100,18 +102,14 @@ def version(spark: SparkSession, cfg: Config, table: Table) -> int:
     return max(_commit_files(cfg, table)[1])
 
 
-def _commit_infos(cfg: Config, table: Table, versions: Callable[[list[int]], list[int]]) -> list[dict]:
-    """The commitInfo actions (operation, operationMetrics, ...) of the chosen commits, read
-    from their files in the Delta log: what DeltaTable.history returns, without its Spark job."""
-    import json
-
+def _history(cfg: Config, table: Table) -> Iterator[tuple[int, dict]]:
+    """(version, commitInfo) of each commit, newest first, each read from its file in the
+    Delta log only when asked for: what DeltaTable.history returns, without its Spark job."""
     fs, commits = _commit_files(cfg, table)
-    infos = []
-    for v in versions(sorted(commits)):
+    for v in sorted(commits, reverse=True):
         with fs.open_input_stream(commits[v]) as f:
-            actions = (json.loads(line) for line in f.read().decode().splitlines() if line.strip())
-            infos += [a["commitInfo"] for a in actions if "commitInfo" in a]
-    return infos
+            actions = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+        yield v, next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
 
 
 def read_or_empty(spark: SparkSession, cfg: Config, table: Table) -> DataFrame:
@@ -147,7 +145,7 @@ def append(df: DataFrame, cfg: Config, table: Table) -> None:
     _writer(conform(df, table), table).mode("append").save(path(cfg, table))
 
 
-def _rows_changed(operation: str, metrics: dict | None) -> int:
+def _rows_changed(operation: str | None, metrics: dict | None) -> int:
     """Rows one commit inserted or updated, from its operation metrics."""
     m = metrics or {}
     if operation == "MERGE":
@@ -161,8 +159,8 @@ def rows_written(spark: SparkSession, cfg: Config, table: Table, since: int | No
     """Rows the table's commits after version `since` (all, if None) inserted or updated,
     from their operation metrics: nothing is counted by reading data."""
     floor = -1 if since is None else since
-    return sum(_rows_changed(c["operation"], c.get("operationMetrics"))
-               for c in _commit_infos(cfg, table, lambda vs: [v for v in vs if v > floor]))
+    newer = itertools.takewhile(lambda commit: commit[0] > floor, _history(cfg, table))
+    return sum(_rows_changed(info.get("operation"), info.get("operationMetrics")) for _, info in newer)
 
 
 def _literal(value) -> str:
@@ -211,8 +209,8 @@ def _create_if_absent(spark: SparkSession, cfg: Config, table: Table) -> None:
 
 def last_commit_changed(spark: SparkSession, cfg: Config, table: Table) -> int:
     """Rows the table's latest commit inserted or updated."""
-    (last,) = _commit_infos(cfg, table, lambda vs: vs[-1:])
-    return _rows_changed(last["operation"], last.get("operationMetrics"))
+    _, last = next(_history(cfg, table))
+    return _rows_changed(last.get("operation"), last.get("operationMetrics"))
 
 
 @_retrying
