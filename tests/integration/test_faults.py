@@ -1,5 +1,5 @@
 """Faults, for real: a worker (and its executors) killed in the middle of the interactions
-job and of the embedding backfill on a standalone cluster; two runs of the same stage at
+stage and of the embedding backfill of one application on a standalone cluster; two runs of the same stage at
 once; a full disk; an unreadable input file. Each job either completes with the same
 results as an undisturbed run, or fails with one clear line and leaves every table as it
 was. (A training process killed mid-run resuming from its checkpoint is
@@ -72,32 +72,30 @@ def cluster(master):
 
 @pytest.mark.timeout(1500)
 def test_worker_lost_mid_job(spark, shop, served, tiny_dir, cluster, tmp_path):
+    """One application (each costs about a minute of start-up) runs interactions, then the
+    embedding backfill in chunks, on two 1-core workers; one worker is killed in each stage."""
     cfg = fresh(shop, tmp_path)
     reference = make_config(shop, *SHOP)  # the undisturbed build (local mode)
-
+    doomed, survivor = cluster.add_worker(1, "1500m"), cluster.add_worker(1, "1500m")
+    models = (*tiny(tiny_dir), "embed.chunk_rows=50")
+    run = Running(submit_cmd("pipeline", "--stages", "interactions,embed", "--force",
+                             *sets(cfg.storage.root, *models), master=cluster.url))
     # interactions: kill one worker once the stage's Spark work has started
-    doomed = cluster.add_worker(1, "1500m")
-    cluster.add_worker(1, "1500m")
-    run = Running(submit_cmd("interactions", *sets(cfg.storage.root), master=cluster.url))
     run.wait_for_line("stage interactions: started")
     time.sleep(3)
     cluster.kill(doomed)
+    cluster.add_worker(1, "1500m")  # the application's next executor: embed must outlive the survivor
+    # embed: kill the worker that carried interactions on, once the first chunk committed
+    run.wait_for_line("chunk 1/")
+    cluster.kill(survivor)
     code, output = run.finish()
     assert code == 0, output[-3000:]
-    assert "Lost executor" in output and "job interactions finished" in output
+    during_interactions, during_embed = output.split("stage embed: started")
+    assert "Lost executor" in during_interactions and "job pipeline finished" in output
+    assert "Lost executor" in during_embed.split("chunk 1/", 1)[1] and "chunk 3/3" in during_embed
     assert same_rows(pairs(spark, cfg), pairs(spark, reference))
     assert tables.read(spark, cfg, INTERACTIONS).groupBy("user_idx", "item_idx").count() \
         .where("count > 1").count() == 0
-
-    # the embedding backfill, in chunks: kill a worker after the first chunk committed
-    doomed = cluster.add_worker(1, "1500m")
-    models = (*tiny(tiny_dir), "embed.chunk_rows=50")
-    run = Running(submit_cmd("embed", *sets(cfg.storage.root, *models), master=cluster.url))
-    run.wait_for_line("chunk 1/")
-    cluster.kill(doomed)
-    code, output = run.finish()
-    assert code == 0, output[-3000:]
-    assert "Lost executor" in output and "chunk 3/3" in output
     for table in (ITEM_EMBEDDINGS, USER_EMBEDDINGS):
         key = table.key[0]
         got, want = tables.read(spark, cfg, table), tables.read(spark, served, table)

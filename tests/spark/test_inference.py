@@ -179,6 +179,8 @@ def test_backfill_resumes_after_kill(spark, shop, tiny_dir, tmp_path):
     committed = tables.read(spark, cfg, ITEM_EMBEDDINGS).count()
     assert committed == sum(done) < 40  # the finished chunks, not the whole catalog
 
+    # the rest in one chunk here (each chunk is a MERGE: seconds)
+    cfg = make_config(cfg.storage.root, *SHOP, *tiny(tiny_dir), "embed.chunk_rows=40")
     resumed = backfill.backfill(spark, cfg, ITEM_EMBEDDINGS, backfill.item_texts(spark, cfg))
     assert resumed["up_to_date"] == committed  # finished chunks are not redone
     assert resumed["embedded"] == 40 - committed
