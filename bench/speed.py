@@ -54,7 +54,7 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def settle(quiet: float = 0.5, most_s: float = 600) -> float:
+def settle(quiet: float = 0.5, most_s: float = 600) -> int:
     """Waits (at most most_s) for the 1-minute load average to fall below `quiet`: the goals
     are for a quiet machine, and the suite otherwise starts in the demo's wake (load ~2).
     Returns the seconds waited."""

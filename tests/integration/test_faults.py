@@ -1,9 +1,9 @@
 """Faults, for real: a worker (and its executors) killed in the middle of the interactions
-stage and of the embedding backfill of one application on a standalone cluster; two runs of the same stage at
-once; a full disk; an unreadable input file. Each job either completes with the same
-results as an undisturbed run, or fails with one clear line and leaves every table as it
-was. (A training process killed mid-run resuming from its checkpoint is
-tests/train/test_training.py::test_killed_run_resumes_from_its_checkpoint.)"""
+stage and again of the embedding backfill, in one application on a standalone cluster; two
+runs of the same stage at once; a full disk; an unreadable input file. Each job either
+completes with the same results as an undisturbed run, or fails with one clear line and
+leaves every table as it was. (A training process killed mid-run resuming from its
+checkpoint is tests/train/test_training.py::test_killed_run_resumes_from_its_checkpoint.)"""
 import gzip
 import shlex
 import shutil
