@@ -5,8 +5,11 @@ goes through Hadoop's FileSystem of the running Spark session.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 
@@ -109,3 +112,14 @@ def remove_tree(path: str) -> None:
         fs.delete_dir(p)
     except FileNotFoundError:
         pass
+
+
+@contextlib.contextmanager
+def staging(root: str, name: str) -> Iterator[str]:
+    """A folder of this run's own under <root>/_staging (another run of the stage may be
+    staging at once), removed when the block ends, failed or not."""
+    path = "/".join([absolute(root).rstrip("/"), "_staging", f"{name}-{uuid.uuid4().hex[:12]}"])
+    try:
+        yield path
+    finally:
+        remove_tree(path)

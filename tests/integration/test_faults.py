@@ -118,6 +118,7 @@ def test_concurrent_runs_of_a_stage(spark, shop, served, tiny_dir, tmp_path):
         assert code == 0 or "was changed by another writer at the same time" in output.splitlines()[-1], \
             output[-3000:]
     assert any(code == 0 for code, _ in results)
+    assert not any((Path(cfg.storage.root) / "_staging").iterdir())  # the loser's chunk too
     for table in (ITEM_EMBEDDINGS, USER_EMBEDDINGS):
         key = table.key[0]
         got = tables.read(spark, cfg, table)

@@ -1,5 +1,6 @@
 """Local file helpers and progress formatting (no Spark needed for local paths)."""
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,20 @@ def test_publish_folder_replaces_whole_folder(tmp_path):
     storage.publish_folder(None, str(src2), f"file:{dest}")
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json"]  # nothing stale left
     assert not (tmp_path / "export" / "csr.tmp").exists()
+
+
+def test_staging_folders_are_the_runs_own_and_removed_even_on_failure(tmp_path):
+    root = f"file:{tmp_path}"
+    with storage.staging(root, "lists") as a, storage.staging(root, "lists") as b:
+        assert a != b and a.startswith(f"{tmp_path}/_staging/lists-")  # two runs at once
+        Path(a).mkdir(parents=True)
+        (Path(a) / "part-0.parquet").write_text("x")
+    with pytest.raises(RuntimeError):
+        with storage.staging(root, "chunk") as c:
+            Path(c).mkdir(parents=True)
+            (Path(c) / "part-0.parquet").write_text("x")
+            raise RuntimeError("the MERGE failed")
+    assert not any((tmp_path / "_staging").iterdir())
 
 
 def test_text_roundtrip_and_missing(tmp_path):

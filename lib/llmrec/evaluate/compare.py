@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from llmrec import storage, tables
-from llmrec.conf import Config, join
+from llmrec.conf import Config
 from llmrec.evaluate import baselines, metrics, report, slices
 from llmrec.frames import CacheScope, global_rank
 from llmrec.infer import candidates as cands, engine, rank
@@ -103,11 +102,11 @@ def training_metrics(cfg: Config) -> dict | None:
 
 def run(spark: SparkSession, cfg: Config) -> dict:
     _check(cfg)
-    with CacheScope() as cached:
-        return _run(spark, cfg, cached)
+    with CacheScope() as cached, storage.staging(cfg.storage.root, "eval_lists") as staging:
+        return _run(spark, cfg, cached, staging)
 
 
-def _run(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
+def _run(spark: SparkSession, cfg: Config, cached: CacheScope, staging: str) -> dict:
     conf = cfg.evaluate
     started = utc_now()
     name = conf.run or started.strftime("%Y%m%d-%H%M%S")
@@ -128,7 +127,6 @@ def _run(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
 
     # Written once and read back: every metric reads the lists, and the plans that made
     # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
-    staging = join(storage.absolute(cfg.storage.root), "_staging", f"eval_lists-{name}-{uuid.uuid4().hex[:12]}")
     history = cached(cands.history(spark, cfg))
     baselines.ranked_lists(spark, cfg, models, users, k, history).write.mode("overwrite").parquet(staging)
     lists = cached(spark.read.parquet(staging))
@@ -169,7 +167,6 @@ def _run(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
         if tables.exists(spark, cfg, RECOMMENDATIONS) else [],
         "training": training,
     }
-    storage.remove_tree(staging)
     result["report"] = report.write(os.path.join(conf.reports_dir, name), result)
     return summary(result)
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from typing import Iterator, Optional
 
 import numpy as np
@@ -46,7 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from llmrec import storage, tables
-from llmrec.conf import Config, join
+from llmrec.conf import Config
 from llmrec.evaluate.metrics import dot
 from llmrec.features.actions import Action, action_phrase, actions
 from llmrec.frames import map_lookup, top_level_category, top_per
@@ -287,9 +286,7 @@ def update(spark: SparkSession, cfg: Config, explained: DataFrame) -> Row:
     whose key still holds the explained item) and returns (rows, users, with_tokens)."""
     from delta.tables import DeltaTable
 
-    # A folder per run: two `explain --user` runs at once must not share one.
-    staging = join(storage.absolute(cfg.storage.root), "_staging", f"explain-{uuid.uuid4().hex[:12]}")
-    try:
+    with storage.staging(cfg.storage.root, "explain") as staging:
         explained.write.parquet(staging)
         staged = spark.read.parquet(staging)
         DeltaTable.forPath(spark, tables.path(cfg, RECOMMENDATIONS)).alias("t") \
@@ -297,8 +294,6 @@ def update(spark: SparkSession, cfg: Config, explained: DataFrame) -> Row:
             .whenMatchedUpdate(set={c: f"s.{c}" for c in EXPLAINED}).execute()
         return staged.agg(F.count("*").alias("rows"), F.countDistinct("user_idx").alias("users"),
                           F.count("tokens").alias("with_tokens")).first()
-    finally:
-        storage.remove_tree(staging)
 
 
 def user_index(spark: SparkSession, cfg: Config, user_id: str) -> int:

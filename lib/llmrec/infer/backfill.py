@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from llmrec.stamps import utc_now
 from llmrec import storage, tables
-from llmrec.conf import Config, join
+from llmrec.conf import Config
 from llmrec.features import examples as ex
 from llmrec.infer import engine
 from llmrec.progress import fmt_duration, log
@@ -81,8 +80,6 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         return summary
     chunks = math.ceil(todo_n / cfg.embed.chunk_rows)
     parallelism = spark.sparkContext.defaultParallelism
-    # This run's own staging folder: another run of the stage may be staging at once.
-    staging = join(storage.absolute(cfg.storage.root), "_staging", f"{table.name}-{uuid.uuid4().hex[:12]}")
     log.info("embed %s: %s of %s rows to embed with %s in %d chunk(s)", table.qualified,
              f"{todo_n:,}", f"{total:,}", model, chunks)
     embed = engine.embed_udf(ref)
@@ -100,10 +97,9 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
             "*", embed("text").alias("vector"), F.lit(model).alias("model"),
             F.lit(utc_now()).alias("updated_at"))
         # Staged first, so the MERGE reads finished vectors and never runs the model twice.
-        chunk_path = f"{staging}/chunk-{chunk:05d}"
-        out.write.mode("overwrite").parquet(chunk_path)
-        rows = tables.merge_upsert(spark.read.parquet(chunk_path), cfg, table)
-        storage.remove_tree(chunk_path)
+        with storage.staging(cfg.storage.root, f"{table.name}-chunk-{chunk:05d}") as chunk_path:
+            out.write.parquet(chunk_path)
+            rows = tables.merge_upsert(spark.read.parquet(chunk_path), cfg, table)
         done += rows
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed else 0.0
@@ -111,7 +107,6 @@ def backfill(spark: SparkSession, cfg: Config, table: Table, texts: DataFrame,
         log.info("embed %s: chunk %d/%d: %s rows in %s; %s/%s done, %.1f rows/s, ETA %s",
                  table.qualified, chunk + 1, chunks, f"{rows:,}", fmt_duration(time.monotonic() - t0),
                  f"{done:,}", f"{todo_n:,}", rate, fmt_duration(max(eta, 0.0)))
-    storage.remove_tree(staging)
     summary.update(embedded=done, chunks=chunks,
                    rows_per_s=round(done / max(time.monotonic() - started, 1e-9), 1))
     return summary

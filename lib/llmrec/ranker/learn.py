@@ -60,11 +60,11 @@ def _estimator(cfg: Config):
 
 def run(spark: SparkSession, cfg: Config) -> dict:
     """Fits the ranker on the validation cut and writes the model and ranker.json."""
-    with CacheScope() as cached:
-        return _fit(spark, cfg, cached)
+    with CacheScope() as cached, storage.staging(cfg.storage.root, "ranker_frame") as staging:
+        return _fit(spark, cfg, cached, staging)
 
 
-def _fit(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
+def _fit(spark: SparkSession, cfg: Config, cached: CacheScope, staging: str) -> dict:
     import xgboost
 
     conf, cut = cfg.ranker, cuts.val(cfg)
@@ -78,7 +78,6 @@ def _fit(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
         .withColumn("role", _role(cfg))
     # Written once and read back: the feature plan is large, and fit, choice and
     # importance all read the rows.
-    staging = saved.output_dir(cfg) + ".staging"
     frame.write.mode("overwrite").parquet(staging)
     frame = cached(spark.read.parquet(staging))
     counts = {r["role"]: (r["users"], r["rows"], r["positives"]) for r in frame.groupBy("role").agg(
@@ -122,7 +121,6 @@ def _fit(spark: SparkSession, cfg: Config, cached: CacheScope) -> dict:
     }
     summary["model_id"] = f"ranker@{fingerprint(summary)}"
     storage.write_text(spark, os.path.join(out, "ranker.json"), json.dumps(summary, indent=1, default=str))
-    storage.remove_tree(staging)
     nd = choice["val_ndcg"]
     held_out = counts.get("holdout", (0, 0, 0))[0]
     log.info("ranker: validation nDCG@%d on %s held-out users: %s", choice["k"], f"{held_out:,}",
