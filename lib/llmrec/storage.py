@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+from llmrec.conf import join
+
 
 def is_local(path: str) -> bool:
     scheme = urlparse(path).scheme
@@ -118,7 +120,7 @@ def remove_tree(path: str) -> None:
 def staging(root: str, name: str) -> Iterator[str]:
     """A folder of this run's own under <root>/_staging (another run of the stage may be
     staging at once), removed when the block ends, failed or not."""
-    path = "/".join([absolute(root).rstrip("/"), "_staging", f"{name}-{uuid.uuid4().hex[:12]}"])
+    path = join(absolute(root), "_staging", f"{name}-{uuid.uuid4().hex[:12]}")
     try:
         yield path
     finally:

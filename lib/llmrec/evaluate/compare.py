@@ -128,7 +128,7 @@ def _run(spark: SparkSession, cfg: Config, cached: CacheScope, staging: str) -> 
     # Written once and read back: every metric reads the lists, and the plans that made
     # them (ALS, top-K, joins) are too large to re-plan under each metric's query.
     history = cached(cands.history(spark, cfg))
-    baselines.ranked_lists(spark, cfg, models, users, k, history).write.mode("overwrite").parquet(staging)
+    baselines.ranked_lists(spark, cfg, models, users, k, history).write.parquet(staging)
     lists = cached(spark.read.parquet(staging))
     log.info("evaluate: %s ranked items from %d models", f"{lists.count():,}", len(models))
     hist = history.select("user_idx", "item_idx")

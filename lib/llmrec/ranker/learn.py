@@ -78,7 +78,7 @@ def _fit(spark: SparkSession, cfg: Config, cached: CacheScope, staging: str) -> 
         .withColumn("role", _role(cfg))
     # Written once and read back: the feature plan is large, and fit, choice and
     # importance all read the rows.
-    frame.write.mode("overwrite").parquet(staging)
+    frame.write.parquet(staging)
     frame = cached(spark.read.parquet(staging))
     counts = {r["role"]: (r["users"], r["rows"], r["positives"]) for r in frame.groupBy("role").agg(
         F.countDistinct("user_idx").alias("users"), F.count("*").alias("rows"),
