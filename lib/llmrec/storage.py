@@ -6,13 +6,21 @@ goes through Hadoop's FileSystem of the running Spark session.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from llmrec.conf import join
+
+log = logging.getLogger("llmrec")
+
+# A stage stages its rows for minutes; a folder untouched for a week belongs to a run that
+# was killed outright (SIGKILL, a lost driver), which ran nothing to remove it.
+STAGING_STALE_AFTER_S = 7 * 86400
 
 
 def is_local(path: str) -> bool:
@@ -120,8 +128,28 @@ def remove_tree(path: str) -> None:
 def staging(root: str, name: str) -> Iterator[str]:
     """A folder of this run's own under <root>/_staging (another run of the stage may be
     staging at once), removed when the block ends, failed or not."""
-    path = join(absolute(root), "_staging", f"{name}-{uuid.uuid4().hex[:12]}")
+    parent = join(absolute(root), "_staging")
+    _remove_stale(parent)
+    path = join(parent, f"{name}-{uuid.uuid4().hex[:12]}")
     try:
         yield path
     finally:
         remove_tree(path)
+
+
+def _remove_stale(parent: str) -> None:
+    """Removes what under `parent` is untouched for STAGING_STALE_AFTER_S (object stores
+    give folders no time: those are left)."""
+    import pyarrow.fs as pafs
+
+    fs, p = arrow_fs(parent)
+    cutoff = time.time() - STAGING_STALE_AFTER_S
+    for info in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)):
+        if info.mtime is None or info.mtime.timestamp() >= cutoff:
+            continue
+        log.info("staging: removing %s, untouched since %s (its run was killed)", info.path,
+                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.mtime.timestamp())))
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(info.path)
+        else:
+            fs.delete_file(info.path)

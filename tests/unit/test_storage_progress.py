@@ -1,5 +1,7 @@
 """Local file helpers and progress formatting (no Spark needed for local paths)."""
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,18 @@ def test_staging_folders_are_the_runs_own_and_removed_even_on_failure(tmp_path):
             (Path(c) / "part-0.parquet").write_text("x")
             raise RuntimeError("the MERGE failed")
     assert not any((tmp_path / "_staging").iterdir())
+
+
+def test_staging_removes_what_killed_runs_left_and_keeps_live_folders(tmp_path):
+    parent = tmp_path / "_staging"
+    killed, live = parent / "eval_lists-aaaaaaaaaaaa", parent / "chunk-bbbbbbbbbbbb"
+    for folder in (killed, live):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_text("x")
+    week_ago = time.time() - storage.STAGING_STALE_AFTER_S - 60
+    os.utime(killed, (week_ago, week_ago))
+    with storage.staging(str(tmp_path), "lists"):
+        assert sorted(p.name for p in parent.iterdir()) == [live.name]
 
 
 def test_text_roundtrip_and_missing(tmp_path):
