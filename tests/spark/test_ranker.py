@@ -196,14 +196,17 @@ def test_a_cold_floor_met_by_a_hair_on_few_users_does_not_count():
     assert choose.lower_bound(0.0, 5) == 0.0
 
 
+LEARNED = ("recommend.ranker=learned", "ranker.ce_top=3", "ranker.n_estimators=30", "ranker.pool=20",
+           "ranker.pool_depths=10,20", "ranker.fusion_trials=3")
+
+
 @pytest.fixture(scope="module")
 def learned(spark, served, tiny_dir, tmp_path_factory):
     """The served shop with a fitted ranker (the validation cut's candidates, tiny models)."""
     root = tmp_path_factory.mktemp("learned") / "root"
     shutil.copytree(served.storage.root, root)
-    cfg = make_config(root, *SHOP, *tiny(tiny_dir), "recommend.ranker=learned", "ranker.ce_top=3",
-                      "ranker.n_estimators=30", "ranker.pool=20", "ranker.pool_depths=10,20",
-                      "ranker.fusion_trials=3")
+    cfg = make_config(root, *SHOP, *tiny(tiny_dir), *LEARNED)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")  # a fresh session's
     return cfg, learn.run(spark, cfg)
 
 
@@ -213,6 +216,9 @@ def test_a_spark_xgb_ranker_is_fitted_saved_and_served(spark, learned):
     assert summary["with_ce"] and summary["features"] == features.names(summary["attribute_keys"])
     assert set(summary["attribute_keys"]) == {"color", "material", "tier"}
     assert summary["xgboost"] and summary["users"]["fit"]["relevant"] > 0
+    # XGBoost sketches its split points batch by batch: the fit uses the conf's batches,
+    # not what the session was left with (run alone, the stage once fitted another model)
+    assert summary["arrow_batch_rows"] == cfg.infer.arrow_batch_rows != 10000
     assert sum(summary["feature_importance_gain"].values()) > 0
     choice = summary["choice"]
     assert {"learned@10", "learned@20", "fused", "fused:tuned", "source:als"} <= set(choice["val_ndcg"])

@@ -7,7 +7,9 @@ import torch
 
 from llmrec.conf import LoraConf, ModelConf
 from llmrec.train import metrics
-from llmrec.train.model import ModelNotFound, build_model, exportable, load_tokenizer, vocab_hash
+from llmrec.train.model import (
+    ModelNotFound, build_model, exportable, load_tokenizer, tokenize_pairs, vocab_hash,
+)
 
 
 def batch(texts):
@@ -42,6 +44,18 @@ def test_lora_trains_adapters_only_and_merges_into_a_plain_model():
         merged = exportable(model)
         assert type(merged).__name__ == "BertForSequenceClassification"
         assert torch.allclose(merged(**inputs).logits, with_adapters, atol=1e-5)
+
+
+def test_a_pair_is_tokenized_the_same_beside_a_row_too_long_to_cut_as_asked():
+    """A row whose item text alone is over max_length sends the batch down the row-by-row
+    path (cut longest_first); the other rows must come out as the batch path makes them,
+    an empty item text included (a lone tokenizer(a, "") would drop the pair's [SEP])."""
+    tok = load_tokenizer("default")
+    first, second = ["Recent activity: trail shoes", "viewed a pan"], ["", "Cast iron skillet"]
+    alone = tokenize_pairs(tok, first, second, 16, "only_first", False, None)
+    beside = tokenize_pairs(tok, [*first, "x"], [*second, "word " * 40], 16, "only_first", False, None)
+    assert beside["input_ids"][:2] == alone["input_ids"] and beside["token_type_ids"][:2] == alone["token_type_ids"]
+    assert len(beside["input_ids"][2]) == 16  # the long row, cut longest_first
 
 
 def test_models_are_never_downloaded():

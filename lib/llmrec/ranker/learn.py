@@ -29,7 +29,7 @@ from llmrec import storage, tables
 from llmrec.conf import Config
 from llmrec.frames import CacheScope, sample_users
 from llmrec.progress import log
-from llmrec.infer import rank
+from llmrec.infer import engine, rank
 from llmrec.ranker import choose, cuts, features, saved
 from llmrec.stamps import fingerprint, utc_now
 from llmrec.tables.schemas import CANDIDATES
@@ -60,6 +60,9 @@ def _estimator(cfg: Config):
 
 def run(spark: SparkSession, cfg: Config) -> dict:
     """Fits the ranker on the validation cut and writes the model and ranker.json."""
+    # XGBoost reads its rows in Arrow batches and sketches its split points batch by batch:
+    # the batch size shapes the model, and run alone the stage must get the pipeline's.
+    engine.arrow_batch(spark, cfg)
     with CacheScope() as cached, storage.staging(cfg.storage.root, "ranker_frame") as staging:
         return _fit(spark, cfg, cached, staging)
 
@@ -114,6 +117,7 @@ def _fit(spark: SparkSession, cfg: Config, cached: CacheScope, staging: str) -> 
         "format": saved.FORMAT, "with_ce": ce is not None, "created_at": utc_now().isoformat() + "Z",
         "features": names, "attribute_keys": keys,
         "xgboost": xgboost.__version__, "params": dict(vars(conf)),
+        "arrow_batch_rows": int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")),
         "best_iteration": int(getattr(booster, "best_iteration", -1) or -1),
         "users": {role: {"users": u, "rows": n, "relevant": p} for role, (u, n, p) in counts.items()},
         "feature_importance_gain": dict(sorted(importance.items(), key=lambda kv: -kv[1])),

@@ -101,7 +101,7 @@ def exportable(model):
 
 
 def tokenize_pairs(tokenizer, first: list[str], second: list[str] | None, max_length: int,
-                   truncation: str, padding: str, return_tensors: str):
+                   truncation: str, padding: str | bool, return_tensors: str | None):
     """Tokenizes texts or pairs. With only_first/only_second, a pair whose kept side alone
     is longer than max_length cannot be cut that way (the tokenizer rejects the whole
     batch): such rows are cut longest_first instead, the others as asked."""
@@ -111,10 +111,14 @@ def tokenize_pairs(tokenizer, first: list[str], second: list[str] | None, max_le
     try:
         return tokenizer(list(first), list(second), truncation=truncation, **kw)
     except Exception:  # noqa: BLE001  (tokenizers raises a bare Exception)
+        def one(a: str, b: str, how: str) -> dict:
+            # A batch of one, as above: tokenizer(a, "") alone would drop the empty pair.
+            return {k: v[0] for k, v in tokenizer([a], [b], truncation=how, max_length=max_length).items()}
+
         rows = []
         for a, b in zip(first, second):
             try:
-                rows.append(tokenizer(a, b, truncation=truncation, max_length=max_length))
+                rows.append(one(a, b, truncation))
             except Exception:  # noqa: BLE001
-                rows.append(tokenizer(a, b, truncation="longest_first", max_length=max_length))
+                rows.append(one(a, b, "longest_first"))
         return tokenizer.pad(rows, padding=padding, max_length=max_length, return_tensors=return_tensors)
