@@ -149,7 +149,7 @@ def _remove_stale(parent: str) -> None:
             continue
         log.info("staging: removing %s, untouched since %s (its run was killed)", info.path,
                  time.strftime("%Y-%m-%d %H:%M", time.gmtime(info.mtime.timestamp())))
-        if info.type == pafs.FileType.Directory:
-            fs.delete_dir(info.path)
-        else:
-            fs.delete_file(info.path)
+        try:
+            (fs.delete_dir if info.type == pafs.FileType.Directory else fs.delete_file)(info.path)
+        except OSError as e:  # another run removing it too, or no right to: not this stage's failure
+            log.warning("staging: could not remove %s: %s", info.path, e)
